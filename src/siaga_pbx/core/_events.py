@@ -1,0 +1,252 @@
+"""Events fed into the call-distribution core.
+
+Every event is a small frozen dataclass that checks its own fields, so that a
+malformed value is rejected where it is built (in the ARI translation layer or
+the HTTP API), never deep inside the core. Events carry no timestamps: the
+core's ``handle(event, now)`` takes time as a separate input.
+
+Identifiers:
+- ``call_id``: our id for one caller's call (derived from the caller channel).
+- ``attempt_id``: one offer of one call to one call taker's handset; it is also
+  the id of the handset channel we originate (see ``siaga_pbx.ids``).
+- ``taker_id``: a configured call taker (see ``CentreConfig``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING, Union
+
+if TYPE_CHECKING:
+    from ._commands import Command
+    from ._config import CentreConfig
+
+
+def _require(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ValueError(msg)
+
+
+def _check_id(name: str, value: str) -> None:
+    _require(isinstance(value, str) and 0 < len(value) <= 128, f"{name} must be 1..128 chars")
+    _require(value.isprintable() and " " not in value, f"{name} must be printable, no spaces")
+
+
+@dataclass(frozen=True, slots=True)
+class CallerIdentity:
+    """Who the network says is calling. Any field may be empty; never trusted."""
+
+    number: str = ""
+    name: str = ""
+    pai: str = ""  # P-Asserted-Identity number, when the trunk sent one
+
+    def __post_init__(self) -> None:
+        for field, value in (("number", self.number), ("name", self.name), ("pai", self.pai)):
+            _require(isinstance(value, str), f"caller {field} must be a string")
+            _require(len(value) <= 256, f"caller {field} longer than 256 chars")
+
+    @property
+    def best_number(self) -> str:
+        """The number to call back: PAI is network-asserted, so it wins."""
+        return self.pai or self.number
+
+
+class HandsetFailure(str, Enum):
+    BUSY = "busy"
+    UNREACHABLE = "unreachable"
+    NO_ANSWER = "no_answer"
+    REJECTED = "rejected"
+
+
+class HangupSide(str, Enum):
+    CALLER = "caller"
+    TAKER = "taker"
+    SYSTEM = "system"
+
+
+# ---- callers ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CallerArrived:
+    """A 112 call entered our Stasis app on ``queue`` (already answered or not)."""
+
+    call_id: str
+    caller: CallerIdentity
+    queue: str
+    trunk: str = ""
+
+    def __post_init__(self) -> None:
+        _check_id("call_id", self.call_id)
+        _check_id("queue", self.queue)
+        _require(len(self.trunk) <= 128, "trunk longer than 128 chars")
+
+
+@dataclass(frozen=True, slots=True)
+class CallerHungUp:
+    """The caller's channel is gone (in any state of the call)."""
+
+    call_id: str
+    cause: int = 16  # Q.850 cause code
+
+    def __post_init__(self) -> None:
+        _check_id("call_id", self.call_id)
+
+
+@dataclass(frozen=True, slots=True)
+class PromptFinished:
+    """A prompt started by ``PlayPrompt`` ended (played out or stopped)."""
+
+    call_id: str
+    playback_id: str
+
+    def __post_init__(self) -> None:
+        _check_id("call_id", self.call_id)
+        _check_id("playback_id", self.playback_id)
+
+
+# ---- handsets --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HandsetRinging:
+    """The handset of an offer is ringing (SIP 180/183)."""
+
+    attempt_id: str
+
+    def __post_init__(self) -> None:
+        _check_id("attempt_id", self.attempt_id)
+
+
+@dataclass(frozen=True, slots=True)
+class HandsetAnswered:
+    """The call taker picked up the offer: its channel is in our app, unbridged."""
+
+    attempt_id: str
+
+    def __post_init__(self) -> None:
+        _check_id("attempt_id", self.attempt_id)
+
+
+@dataclass(frozen=True, slots=True)
+class HandsetFailed:
+    """The offer ended before it was answered."""
+
+    attempt_id: str
+    reason: HandsetFailure
+
+    def __post_init__(self) -> None:
+        _check_id("attempt_id", self.attempt_id)
+        _require(isinstance(self.reason, HandsetFailure), "reason must be a HandsetFailure")
+
+
+@dataclass(frozen=True, slots=True)
+class HandsetHungUp:
+    """An answered offer's handset channel is gone (taker hung up or dropped)."""
+
+    attempt_id: str
+    cause: int = 16
+
+    def __post_init__(self) -> None:
+        _check_id("attempt_id", self.attempt_id)
+
+
+@dataclass(frozen=True, slots=True)
+class TakerDeviceChanged:
+    """SIP device state of a taker's handset changed.
+
+    ``reachable``: registered / qualified. ``in_use``: busy on a call that is not
+    one of our offers (a private call, say); such a taker is not offered calls.
+    """
+
+    taker_id: str
+    reachable: bool
+    in_use: bool = False
+
+    def __post_init__(self) -> None:
+        _check_id("taker_id", self.taker_id)
+
+
+# ---- call takers -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TakerLoggedIn:
+    taker_id: str
+
+    def __post_init__(self) -> None:
+        _check_id("taker_id", self.taker_id)
+
+
+@dataclass(frozen=True, slots=True)
+class TakerLoggedOut:
+    taker_id: str
+
+    def __post_init__(self) -> None:
+        _check_id("taker_id", self.taker_id)
+
+
+@dataclass(frozen=True, slots=True)
+class TakerPaused:
+    taker_id: str
+    reason: str = "break"
+
+    def __post_init__(self) -> None:
+        _check_id("taker_id", self.taker_id)
+        _require(0 < len(self.reason) <= 64, "pause reason must be 1..64 chars")
+
+
+@dataclass(frozen=True, slots=True)
+class TakerUnpaused:
+    taker_id: str
+
+    def __post_init__(self) -> None:
+        _check_id("taker_id", self.taker_id)
+
+
+# ---- the rest --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TimerFired:
+    """A timer started by ``StartTimer`` expired (and was not cancelled)."""
+
+    timer_id: str
+
+    def __post_init__(self) -> None:
+        _check_id("timer_id", self.timer_id)
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigChanged:
+    """Admins changed the live configuration. Calls in progress keep going."""
+
+    config: CentreConfig
+
+
+@dataclass(frozen=True, slots=True)
+class CommandFailed:
+    """The I/O shell could not carry out ``command``; the core must recover."""
+
+    command: Command
+    reason: str
+
+
+Event = Union[
+    CallerArrived,
+    CallerHungUp,
+    PromptFinished,
+    HandsetRinging,
+    HandsetAnswered,
+    HandsetFailed,
+    HandsetHungUp,
+    TakerDeviceChanged,
+    TakerLoggedIn,
+    TakerLoggedOut,
+    TakerPaused,
+    TakerUnpaused,
+    TimerFired,
+    ConfigChanged,
+    CommandFailed,
+]
