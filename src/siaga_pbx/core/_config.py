@@ -13,7 +13,7 @@ from enum import Enum
 from ._commands import HoldMode
 
 
-class Strategy(str, Enum):
+class Strategy(str, Enum):  # noqa: UP042 - contract enum: str mixin kept, other modules rely on str()
     RINGALL = "ringall"
     LEASTRECENT = "leastrecent"
     FEWESTCALLS = "fewestcalls"

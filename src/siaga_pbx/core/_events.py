@@ -42,9 +42,13 @@ class CallerIdentity:
     pai: str = ""  # P-Asserted-Identity number, when the trunk sent one
 
     def __post_init__(self) -> None:
-        for field, value in (("number", self.number), ("name", self.name), ("pai", self.pai)):
+        for field, value, limit in (
+            ("number", self.number, 64),
+            ("name", self.name, 2048),
+            ("pai", self.pai, 64),
+        ):
             _require(isinstance(value, str), f"caller {field} must be a string")
-            _require(len(value) <= 256, f"caller {field} longer than 256 chars")
+            _require(len(value) <= limit, f"caller {field} longer than {limit} chars")
 
     @property
     def best_number(self) -> str:
@@ -52,14 +56,14 @@ class CallerIdentity:
         return self.pai or self.number
 
 
-class HandsetFailure(str, Enum):
+class HandsetFailure(str, Enum):  # noqa: UP042 - contract enum: str mixin kept, other modules rely on str()
     BUSY = "busy"
     UNREACHABLE = "unreachable"
     NO_ANSWER = "no_answer"
     REJECTED = "rejected"
 
 
-class HangupSide(str, Enum):
+class HangupSide(str, Enum):  # noqa: UP042 - contract enum: str mixin kept, other modules rely on str()
     CALLER = "caller"
     TAKER = "taker"
     SYSTEM = "system"
@@ -219,6 +223,17 @@ class TimerFired:
 
 
 @dataclass(frozen=True, slots=True)
+class CallbackResolved:
+    """A pending callback was dealt with (called back, or judged not needed)
+    and leaves the core's list of pending callbacks."""
+
+    call_id: str
+
+    def __post_init__(self) -> None:
+        _check_id("call_id", self.call_id)
+
+
+@dataclass(frozen=True, slots=True)
 class ConfigChanged:
     """Admins changed the live configuration. Calls in progress keep going."""
 
@@ -233,7 +248,7 @@ class CommandFailed:
     reason: str
 
 
-Event = Union[
+Event = Union[  # noqa: UP007 - contract: kept as written
     CallerArrived,
     CallerHungUp,
     PromptFinished,
@@ -249,4 +264,5 @@ Event = Union[
     TimerFired,
     ConfigChanged,
     CommandFailed,
+    CallbackResolved,
 ]

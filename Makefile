@@ -1,0 +1,47 @@
+# Siaga 112 PBX. Two commands matter (see README.md):
+#   make run    start the lab stack: Asterisk 22, PostgreSQL, the service
+#   make test   provision everything and run the full suite
+# Both do all their own setup and are safe to run again.
+
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint unit e2e deps venv asterisk postgres lab-stop clean
+
+$(STAMP): pyproject.toml
+	@scripts/system-deps.sh
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q --upgrade pip >/dev/null
+	@$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $@
+
+venv: $(STAMP)
+
+deps: $(STAMP)
+	@scripts/provision-asterisk.sh
+	@scripts/postgres.sh siaga
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests scripts
+	$(BIN)/ruff format --check src tests scripts
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest tests/unit -q
+
+test: deps lint
+	$(BIN)/pytest -q -p no:cacheprovider
+
+run: deps
+	@scripts/asterisk-instance.sh start lab
+	$(BIN)/siaga-pbx migrate
+	$(BIN)/siaga-pbx run
+
+lab-stop:
+	@scripts/asterisk-instance.sh stop lab
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

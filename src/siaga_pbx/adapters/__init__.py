@@ -1,0 +1,1 @@
+"""Thin adapters around the pure core: ARI, incidents, metrics, HTTP."""

@@ -1,0 +1,314 @@
+"""The one place where ARI's vocabulary meets the core's.
+
+Inbound, ``translate()`` turns an ARI event into zero or more core events. It
+is pure: it reads only the event and the taker directory, so a malformed event
+can be fuzzed without a network. Outbound, ``AriCommandRunner.run()`` carries
+out one core command with REST calls.
+
+How a call sits in Asterisk (see ``siaga_pbx.ids`` for the names):
+- The caller's channel enters the app from the dialplan with args
+  ``caller,<trunk>[,<queue>]``. We answer it and put it at once into its own
+  mixing bridge ``siaga-call-<call_id>``, and record that bridge. The caller
+  waits, hears prompts and hold, and talks in that one bridge, so the single
+  recording covers the whole call from arrival: what a caller says before
+  anyone answers is evidence too, and later joins (dispatchers, a second taker
+  after a drop) land in the same bridge without a gap.
+- Each offer to a taker is a channel we originate with id
+  ``siaga-offer-<call_id>-<n>`` and args ``offer,<call_id>``. It enters the app
+  only when the handset answers; then it joins the caller's bridge.
+- Idempotence: every REST call that may be repeated after a restart or a
+  retry treats "already exists" (409) and "already gone" (404) as done.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import structlog
+
+from .. import ari, callerid, core, ids
+from ..config import PromptSettings
+
+log = structlog.get_logger(__name__)
+
+# Q.850 causes of a handset offer that ended before answer.
+_BUSY = frozenset({17})
+_NO_ANSWER = frozenset({18, 19, 31})
+_REJECTED = frozenset({21})
+
+# Channel variables the dialplan sets before Stasis() and ari.conf exports in
+# every channel snapshot (``channelvars``): the raw SIP headers, unparsed.
+VAR_FROM = "SIAGA_FROM"
+VAR_PAI = "SIAGA_PAI"
+
+
+@dataclass(frozen=True, slots=True)
+class TakerDirectory:
+    """Maps a handset endpoint ("PJSIP/taker1" or "taker1") to its taker id."""
+
+    by_endpoint: Mapping[str, str]
+
+    @classmethod
+    def from_config(cls, centre: core.CentreConfig) -> TakerDirectory:
+        table: dict[str, str] = {}
+        for t in centre.takers:
+            table[t.endpoint] = t.taker_id
+            table[t.endpoint.split("/", 1)[-1]] = t.taker_id
+        return cls(table)
+
+    def taker_for(self, endpoint: str) -> str | None:
+        return self.by_endpoint.get(endpoint)
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureRequest:
+    """A call taker dialled a feature code (login, logout, pause, unpause)."""
+
+    channel_id: str
+    taker_id: str | None
+    action: str
+
+
+def _hangup_failure(cause: int) -> core.HandsetFailure:
+    if cause in _BUSY:
+        return core.HandsetFailure.BUSY
+    if cause in _NO_ANSWER:
+        return core.HandsetFailure.NO_ANSWER
+    if cause in _REJECTED:
+        return core.HandsetFailure.REJECTED
+    return core.HandsetFailure.UNREACHABLE
+
+
+def call_id_of_target(target_uri: str) -> str | None:
+    """The call a playback belongs to: "bridge:siaga-call-X" or "channel:X"."""
+    kind, _, obj = target_uri.partition(":")
+    if kind == "bridge":
+        return ids.call_id_from_bridge(obj)
+    if kind == "channel" and obj and not ids.is_ours(obj):
+        return obj
+    return None
+
+
+def caller_identity_of(chan: ari.Channel) -> core.CallerIdentity:
+    """The caller's identity from the raw headers the dialplan exported."""
+    vars_ = chan.channelvars or {}
+    return callerid.identity(
+        from_header=str(vars_.get(VAR_FROM) or ""),
+        pai_header=str(vars_.get(VAR_PAI) or ""),
+        channel_number=chan.caller.number if chan.caller else "",
+        channel_name=chan.caller.name if chan.caller else "",
+    )
+
+
+def caller_arrived(event: ari.StasisStart, default_queue: str) -> core.CallerArrived:
+    chan = event.channel
+    args = list(event.args)
+    trunk = callerid.clean_text(args[1], 64) if len(args) > 1 else ""
+    queue = args[2] if len(args) > 2 and args[2] else default_queue
+    return core.CallerArrived(
+        call_id=chan.id, caller=caller_identity_of(chan), queue=queue, trunk=trunk
+    )
+
+
+def translate(
+    event: ari.Event, takers: TakerDirectory, default_queue: str
+) -> list[core.Event | FeatureRequest]:
+    """ARI event -> core events (and feature-code requests for the service)."""
+    if isinstance(event, ari.StasisStart):
+        kind = event.args[0] if event.args else "caller"
+        chan = event.channel
+        if kind == "offer" or ids.parse_offer_id(chan.id) is not None:
+            return [core.HandsetAnswered(attempt_id=chan.id)]
+        if kind == "feature":
+            action = event.args[1] if len(event.args) > 1 else ""
+            endpoint = event.args[2] if len(event.args) > 2 else ""
+            return [FeatureRequest(chan.id, takers.taker_for(endpoint), action)]
+        if not ids.is_safe_id(chan.id):
+            # Asterisk made this id; an unsafe one means a misconfigured
+            # system name. Still never drop the caller: the dialplan fallback
+            # takes it when we hand it back.
+            log.error("ari.caller.unsafe_id", channel_id=repr(chan.id))
+            return []
+        return [caller_arrived(event, default_queue)]
+
+    if isinstance(event, (ari.StasisEnd, ari.ChannelDestroyed)):
+        chan = event.channel
+        if ids.parse_offer_id(chan.id) is not None:
+            if isinstance(event, ari.StasisEnd):
+                return []  # ChannelDestroyed follows with the cause
+            if chan.state == "Up":
+                return [core.HandsetHungUp(attempt_id=chan.id, cause=event.cause)]
+            return [core.HandsetFailed(chan.id, _hangup_failure(event.cause))]
+        if ids.is_ours(chan.id) or not ids.is_safe_id(chan.id):
+            return []
+        cause = event.cause if isinstance(event, ari.ChannelDestroyed) else 16
+        # StasisEnd comes first; the core ignores the second report.
+        return [core.CallerHungUp(call_id=chan.id, cause=cause)]
+
+    if isinstance(event, ari.ChannelStateChange):
+        if event.channel.state == "Ringing" and ids.parse_offer_id(event.channel.id):
+            return [core.HandsetRinging(attempt_id=event.channel.id)]
+        return []
+
+    if isinstance(event, ari.PlaybackFinished):
+        call_id = call_id_of_target(event.playback.target_uri)
+        if call_id is None or not ids.is_safe_id(event.playback.id):
+            return []
+        return [core.PromptFinished(call_id=call_id, playback_id=event.playback.id)]
+
+    if isinstance(event, ari.EndpointStateChange):
+        ep = event.endpoint
+        taker = takers.taker_for(f"{ep.technology}/{ep.resource}")
+        if taker is None:
+            return []
+        in_use = any(ids.parse_offer_id(c) is None for c in ep.channel_ids)
+        return [core.TakerDeviceChanged(taker, reachable=ep.state != "offline", in_use=in_use)]
+    return []
+
+
+_FEATURES: Mapping[str, type[core.TakerLoggedIn | core.TakerLoggedOut | core.TakerUnpaused]] = {
+    "login": core.TakerLoggedIn,
+    "logout": core.TakerLoggedOut,
+    "unpause": core.TakerUnpaused,
+}
+
+
+def feature_event(req: FeatureRequest) -> core.Event | None:
+    """The core event for a feature code, or None when it is unknown."""
+    if req.taker_id is None:
+        return None
+    if req.action == "pause":
+        return core.TakerPaused(req.taker_id, reason="handset")
+    factory = _FEATURES.get(req.action)
+    return factory(req.taker_id) if factory else None
+
+
+def _dial_caller_id(caller: core.CallerIdentity) -> str:
+    """A caller id string for the handset's display, safe to embed."""
+    name = "".join(ch for ch in caller.name if ch not in '"<>\\')[:40]
+    number = caller.best_number or "unknown"
+    return f'"{name}" <{number}>' if name else f"<{number}>"
+
+
+class AriCommandRunner:
+    """Carries out core commands that touch Asterisk. Raises on failure."""
+
+    def __init__(self, rest: ari.AriRest, app: str, prompts: PromptSettings) -> None:
+        self._rest = rest
+        self._app = app
+        self._prompts = prompts
+
+    def _media(self, prompt: str) -> str:
+        if prompt.startswith("position:"):
+            return f"digits:{int(prompt.split(':', 1)[1])}"
+        return str(getattr(self._prompts, prompt, f"sound:siaga/{prompt}"))
+
+    async def _ignoring(self, coro: object, *errors: type[Exception]) -> None:
+        try:
+            await coro  # type: ignore[misc]
+        except errors:
+            pass
+
+    async def run(self, cmd: core.Command) -> None:
+        rest = self._rest
+        if isinstance(cmd, core.AnswerCaller):
+            bridge = ids.bridge_id(cmd.call_id)
+            await rest.answer(cmd.call_id)
+            await self._ignoring(
+                rest.create_bridge(bridge, type="mixing", name=bridge), ari.AriConflict
+            )
+            await rest.add_channel(bridge, [cmd.call_id])
+            await self._ignoring(
+                rest.record_bridge(bridge, name=ids.recording_name(cmd.call_id), format="wav"),
+                ari.AriConflict,
+            )
+        elif isinstance(cmd, core.PlayPrompt):
+            await rest.request(
+                "POST",
+                f"/bridges/{ids.bridge_id(cmd.call_id)}/play",
+                params={
+                    "media": self._media(cmd.prompt),
+                    "playbackId": cmd.playback_id,
+                    "lang": self._prompts.language,
+                },
+            )
+        elif isinstance(cmd, core.StopPrompt):
+            await self._ignoring(rest.stop_playback(cmd.playback_id), ari.AriNotFound)
+        elif isinstance(cmd, core.StartHold):
+            bridge = ids.bridge_id(cmd.call_id)
+            if cmd.mode is core.HoldMode.MUSIC:
+                await rest.request(
+                    "POST", f"/bridges/{bridge}/moh", params={"mohClass": cmd.music_class}
+                )
+            else:
+                await rest.request(
+                    "POST",
+                    f"/bridges/{bridge}/play",
+                    params={
+                        "media": self._prompts.ringback,
+                        "playbackId": ringback_id(cmd.call_id),
+                    },
+                )
+        elif isinstance(cmd, core.StopHold):
+            if cmd.mode is core.HoldMode.MUSIC:
+                await self._ignoring(
+                    rest.request("DELETE", f"/bridges/{ids.bridge_id(cmd.call_id)}/moh"),
+                    ari.AriNotFound,
+                    ari.AriConflict,
+                )
+            else:
+                await self._ignoring(rest.stop_playback(ringback_id(cmd.call_id)), ari.AriNotFound)
+        elif isinstance(cmd, core.RingHandset):
+            await rest.originate(
+                cmd.endpoint,
+                channel_id=cmd.attempt_id,
+                app=self._app,
+                app_args=["offer", cmd.call_id],
+                # The core's own timer ends the offer; Asterisk's is a backstop.
+                timeout_s=int(cmd.timeout_s) + 5,
+                caller_id=_dial_caller_id(cmd.caller),
+                variables={},
+            )
+        elif isinstance(cmd, (core.CancelRing, core.ReleaseHandset)):
+            await self._ignoring(rest.hangup(cmd.attempt_id), ari.AriNotFound)
+        elif isinstance(cmd, core.ConnectCall):
+            await rest.add_channel(ids.bridge_id(cmd.call_id), [cmd.attempt_id])
+        elif isinstance(cmd, core.EndCall):
+            await self._ignoring(rest.hangup(cmd.call_id), ari.AriNotFound)
+            await self._ignoring(rest.destroy_bridge(ids.bridge_id(cmd.call_id)), ari.AriNotFound)
+        elif isinstance(cmd, core.RedirectCaller):
+            await rest.set_variable(cmd.call_id, "SIAGA_OVERFLOW_DIAL", cmd.dial)
+            await rest.continue_in_dialplan(cmd.call_id, "siaga-overflow", "s", 1)
+            await self._ignoring(rest.destroy_bridge(ids.bridge_id(cmd.call_id)), ari.AriNotFound)
+        else:
+            raise TypeError(f"not an ARI command: {type(cmd).__name__}")
+
+    async def hand_back(self, call_id: str) -> None:
+        """Send a waiting caller to the dialplan fallback (graceful stop)."""
+        await self._rest.continue_in_dialplan(call_id, "siaga-fallback", "s", 1)
+        await self._ignoring(self._rest.destroy_bridge(ids.bridge_id(call_id)), ari.AriNotFound)
+
+    async def finish_feature(self, channel_id: str, *, ok: bool) -> None:
+        """Return a feature-code call to the dialplan, which confirms it."""
+        await self._rest.set_variable(channel_id, "SIAGA_FEATURE_RESULT", "ok" if ok else "failed")
+        await self._rest.request("POST", f"/channels/{channel_id}/continue")
+
+
+ARI_COMMANDS = (
+    core.AnswerCaller,
+    core.PlayPrompt,
+    core.StopPrompt,
+    core.StartHold,
+    core.StopHold,
+    core.RingHandset,
+    core.CancelRing,
+    core.ReleaseHandset,
+    core.ConnectCall,
+    core.EndCall,
+    core.RedirectCaller,
+)
+
+
+def ringback_id(call_id: str) -> str:
+    return f"{call_id}-ringback"

@@ -1,0 +1,149 @@
+"""Feeds the incident journal from the core's published state.
+
+The consumer must never wait for a disk or a database, so ``IncidentJournal``
+only queues work in memory; its own writer task appends each item, in order,
+to the durable local outbox (``siaga_pbx.incidents``), whose relay carries it
+to PostgreSQL whenever PostgreSQL is there. A recording is described
+(size, SHA-256, duration) off the event loop once Asterisk has finished it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import structlog
+
+from .. import core
+from ..incidents import IncidentRecorder, describe_recording
+
+log = structlog.get_logger(__name__)
+
+_ENDS = {
+    core.CallStage.HUNG_UP,
+    core.CallStage.ABANDONED,
+    core.CallStage.OVERFLOWED,
+}
+
+
+class IncidentJournal:
+    """An ``Observer`` of the service that journals incidents. Run ``run()``."""
+
+    def __init__(
+        self,
+        recorder: IncidentRecorder,
+        recording_dir: Path,
+        *,
+        language: str = "id",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._recorder = recorder
+        self._recording_dir = recording_dir
+        self._language = language
+        self._clock = clock
+        self._work: asyncio.Queue[
+            tuple[str | None, str | None, Callable[[], Awaitable[object]]]
+        ] = asyncio.Queue()
+        self._arrivals: dict[str, float] = {}
+        self.written = 0
+        self.failed = 0
+
+    @property
+    def backlog(self) -> int:
+        return self._work.qsize()
+
+    def _put(
+        self, call_id: str | None, incident_id: str | None, job: Callable[[], Awaitable[object]]
+    ) -> None:
+        self._work.put_nowait((call_id, incident_id, job))
+
+    # ---- Observer ------------------------------------------------------
+
+    def call_arrived(self, event: core.CallerArrived, at: float, incident_id: str) -> None:
+        self._arrivals[event.call_id] = at
+        who = event.caller
+
+        async def job() -> object:
+            return await self._recorder.open_call(
+                event.call_id,
+                arrived_at=at,
+                number=who.number,
+                name=who.name,
+                pai=who.pai,
+                trunk=event.trunk,
+                queue=event.queue,
+                language=self._language,
+                incident_id=uuid.UUID(incident_id),
+            )
+
+        self._put(event.call_id, incident_id, job)
+
+    def published(self, item: object, incident_id: str | None) -> None:
+        if isinstance(item, core.PublishCallEvent):
+            ev = item
+
+            async def timeline() -> object:
+                return await self._recorder.publish(ev)
+
+            self._put(ev.call_id, incident_id, timeline)
+            if ev.stage in _ENDS:
+                self._arrivals.pop(ev.call_id, None)
+                detail = ev.detail
+
+                async def close() -> object:
+                    return await self._recorder.close_call(
+                        ev.call_id,
+                        ended_at=ev.at,
+                        side=str(detail.get("side", ev.stage.value)),
+                        cause=str(detail.get("cause", "")),
+                    )
+
+                self._put(ev.call_id, incident_id, close)
+        elif isinstance(item, core.AddCallback):
+            entry = item.entry
+
+            async def callback() -> object:
+                return await self._recorder.callback(entry)
+
+            self._put(entry.call_id, incident_id, callback)
+
+    def recording_done(
+        self, call_id: str, name: str, incident_id: str | None, *, failed: bool
+    ) -> None:
+        ended = self._clock()
+        path = self._recording_dir / f"{name}.wav"
+
+        async def job() -> object:
+            if failed:
+                return await self._recorder.timeline(
+                    call_id, "recording_failed", ended, {"name": name}
+                )
+            info = await describe_recording(path)
+            started = ended - (info.duration_s or 0.0)
+            return await self._recorder.recording(call_id, info, started_at=started, ended_at=ended)
+
+        self._put(call_id, incident_id, job)
+
+    # ---- writer ----------------------------------------------------------
+
+    async def run(self) -> None:
+        while True:
+            call_id, incident_id, job = await self._work.get()
+            with structlog.contextvars.bound_contextvars(call_id=call_id, incident_id=incident_id):
+                try:
+                    await job()
+                    self.written += 1
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    self.failed += 1
+                    log.exception("incident.journal_failed")
+                finally:
+                    self._work.task_done()
+
+    async def flush(self) -> None:
+        """Wait until everything queued so far is in the durable outbox."""
+        await self._work.join()

@@ -1,0 +1,173 @@
+"""The ``siaga-pbx`` command: run, doctor, migrate, purge, --version."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+
+from . import __version__, ari, logs
+from .config import ConfigError, Settings, load
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="siaga-pbx", description="Siaga 112 PBX service")
+    p.add_argument("--version", action="version", version=f"siaga-pbx {__version__}")
+    p.add_argument("--config", type=Path, help="TOML settings file (else $SIAGA_CONFIG_FILE)")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="run the service in the foreground")
+    sub.add_parser("doctor", help="check Asterisk/ARI and PostgreSQL reachability")
+    sub.add_parser("migrate", help="apply database migrations (safe to repeat)")
+    purge = sub.add_parser("purge", help="delete recordings and incidents past retention")
+    purge.add_argument("--dry-run", action="store_true", help="only report what would go")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load(args.config)
+    except ConfigError as exc:
+        print(f"siaga-pbx: {exc}", file=sys.stderr)
+        return 2
+    logs.configure(settings.log_level)
+    if args.command == "run":
+        return asyncio.run(_run(settings))
+    if args.command == "doctor":
+        return asyncio.run(doctor(settings))
+    if args.command == "migrate":
+        return asyncio.run(_migrate(settings))
+    if args.command == "purge":
+        return asyncio.run(_purge(settings, dry_run=args.dry_run))
+    return 2  # pragma: no cover - argparse refuses unknown commands
+
+
+async def _run(settings: Settings) -> int:
+    from .runtime import Runtime
+
+    rt = Runtime(settings)
+    rt.install_signal_handlers()
+    await rt.run()
+    return 0
+
+
+async def _migrate(settings: Settings) -> int:
+    from .incidents import migrate
+
+    try:
+        applied = await migrate(settings.database_dsn)
+    except (OSError, asyncpg.PostgresError) as exc:
+        print(
+            f"siaga-pbx migrate: cannot migrate {_safe_dsn(settings.database_dsn)}: {exc}",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"migrations applied: {', '.join(applied) if applied else 'none (up to date)'}")
+    return 0
+
+
+async def _purge(settings: Settings, *, dry_run: bool) -> int:
+    from .incidents import purge
+
+    report = await purge(
+        settings.database_dsn,
+        recordings_days=settings.recording_retention_days,
+        incidents_days=settings.incident_retention_days,
+        now=time.time(),
+        dry_run=dry_run,
+    )
+    print(report)
+    return 0
+
+
+def _safe_dsn(dsn: str) -> str:
+    """The DSN without its password, for messages."""
+    if "@" in dsn and "://" in dsn:
+        scheme, rest = dsn.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}@{host}"
+    return dsn
+
+
+async def doctor(settings: Settings) -> int:
+    """Check every dependency; print one line each; non-zero if any failed."""
+    failures = 0
+
+    def report(ok: bool, what: str, detail: str) -> None:
+        nonlocal failures
+        failures += not ok
+        print(f"[{'ok' if ok else 'FAIL'}] {what}: {detail}")
+
+    async with aiohttp.ClientSession() as session:
+        rest = ari.AriRest(
+            session,
+            f"{settings.ari.url}/ari",
+            settings.ari.username,
+            settings.ari.password,
+            timeout_s=settings.ari.request_timeout_s,
+        )
+        try:
+            info = await rest.asterisk_info()
+            version = info.get("system", {}).get("version", "?")
+            report(
+                str(version).startswith("22."),
+                "Asterisk ARI",
+                f"{settings.ari.url} answers, Asterisk {version}"
+                + ("" if str(version).startswith("22.") else " (22.x expected)"),
+            )
+        except ari.AriAuthError:
+            report(
+                False,
+                "Asterisk ARI",
+                f"{settings.ari.url} refused user "
+                f"{settings.ari.username!r}: check ari.username/ari.password and ari.conf",
+            )
+        except ari.AriError as exc:
+            report(False, "Asterisk ARI", str(exc))
+    try:
+        conn = await asyncpg.connect(settings.database_dsn, timeout=5)
+        try:
+            version = await conn.fetchval("SHOW server_version")
+            applied = await conn.fetchval(
+                "SELECT count(*) FROM information_schema.tables WHERE table_name='schema_migrations'"
+            )
+        finally:
+            await conn.close()
+        report(
+            True,
+            "PostgreSQL",
+            f"{_safe_dsn(settings.database_dsn)} answers, version {version}"
+            + ("" if applied else "; not migrated yet: run `siaga-pbx migrate`"),
+        )
+    except asyncpg.InvalidPasswordError:
+        report(False, "PostgreSQL", f"{_safe_dsn(settings.database_dsn)}: password refused")
+    except asyncpg.InvalidCatalogNameError:
+        report(False, "PostgreSQL", f"{_safe_dsn(settings.database_dsn)}: database does not exist")
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+        report(False, "PostgreSQL", f"{_safe_dsn(settings.database_dsn)} unreachable: {exc}")
+    try:
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        probe = settings.state_dir / ".doctor"
+        probe.write_text("ok")
+        probe.unlink()
+        report(True, "state dir", f"{settings.state_dir} writable (outbox lives here)")
+    except OSError as exc:
+        report(False, "state dir", f"{settings.state_dir}: {exc}")
+    report(
+        settings.recording_dir.is_dir(),
+        "recordings",
+        f"{settings.recording_dir} "
+        + (
+            "exists"
+            if settings.recording_dir.is_dir()
+            else "missing: is Asterisk's spool mounted here?"
+        ),
+    )
+    return 1 if failures else 0

@@ -1,0 +1,223 @@
+"""Service configuration: pydantic-settings from the environment and a file.
+
+Sources, highest first: ``SIAGA_*`` environment variables (nested with ``__``,
+e.g. ``SIAGA_ARI__PASSWORD``), then the TOML file named by ``SIAGA_CONFIG_FILE``
+(or ``--config``), then the defaults below, which are the *lab* profile.
+
+Outside the lab (``profile = "production"``) start-up refuses the lab's
+well-known credentials, so a production centre never runs with them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from . import core
+
+LAB_ARI_PASSWORD = "siaga-lab-ari"  # noqa: S105 - the documented lab credential
+LAB_API_TOKEN = "lab-admin-token"  # noqa: S105 - the documented lab credential
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message says which setting and why."""
+
+
+class AriSettings(BaseModel):
+    url: str = "http://127.0.0.1:8088"
+    username: str = "siaga"
+    password: str = LAB_ARI_PASSWORD
+    app: str = "siaga-112"
+    request_timeout_s: float = Field(5.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v.rstrip("/")
+
+
+class HttpSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    # bearer token -> role (admin, supervisor, taker, ops)
+    tokens: dict[str, Literal["admin", "supervisor", "taker", "ops"]] = Field(
+        default_factory=lambda: {LAB_API_TOKEN: "admin"}
+    )
+
+
+class OverflowSettings(BaseModel):
+    after_s: float | None = None
+    queue: str = ""
+    dial: str = ""
+    when_no_takers: bool = True
+
+
+class QueueSettings(BaseModel):
+    name: str
+    strategy: core.Strategy = core.Strategy.LEASTRECENT
+    ring_timeout_s: float = 15.0
+    retry_delay_s: float = 1.0
+    wrapup_s: float = 0.0
+    max_misses: int = 3
+    overflow: OverflowSettings = Field(default_factory=OverflowSettings)
+    hold: core.HoldMode = core.HoldMode.RINGBACK
+    music_class: str = "default"
+    reassurance_every_s: float | None = 30.0
+    announce_position: bool = False
+    requeue_dropped_at_head: bool = True
+    normal_priority: int = 5
+    repeat_caller_priority: int = 3
+    repeat_window_s: float = 600.0
+    priority_numbers: dict[str, int] = Field(default_factory=dict)
+
+    def to_core(self) -> core.QueueConfig:
+        return core.QueueConfig(
+            name=self.name,
+            strategy=self.strategy,
+            ring_timeout_s=self.ring_timeout_s,
+            retry_delay_s=self.retry_delay_s,
+            wrapup_s=self.wrapup_s,
+            max_misses=self.max_misses,
+            overflow=core.Overflow(**self.overflow.model_dump()),
+            priorities=core.PriorityRules(
+                normal=self.normal_priority,
+                repeat_caller=self.repeat_caller_priority,
+                repeat_window_s=self.repeat_window_s,
+                numbers=dict(self.priority_numbers),
+            ),
+            hold=self.hold,
+            music_class=self.music_class,
+            reassurance_every_s=self.reassurance_every_s,
+            announce_position=self.announce_position,
+            requeue_dropped_at_head=self.requeue_dropped_at_head,
+        )
+
+
+class TakerSettings(BaseModel):
+    id: str
+    endpoint: str
+    queues: list[str] = Field(default_factory=lambda: ["main"])
+    logged_in: bool = True
+
+
+def _lab_queues() -> list[QueueSettings]:
+    return [
+        QueueSettings(name="main", overflow=OverflowSettings(after_s=60.0, queue="backup")),
+        QueueSettings(name="backup"),
+    ]
+
+
+def _lab_takers() -> list[TakerSettings]:
+    return [
+        TakerSettings(id=f"taker{n}", endpoint=f"PJSIP/taker{n}", queues=["main", "backup"])
+        for n in (1, 2, 3)
+    ]
+
+
+class PromptSettings(BaseModel):
+    """ARI media URIs per logical prompt; a recorded file overrides the
+    generated Indonesian speech by pointing at it (e.g. ``sound:custom/greeting``)."""
+
+    language: str = "id"
+    greeting: str = "sound:siaga/greeting"
+    reassurance: str = "sound:siaga/reassurance"
+    overflow: str = "sound:siaga/overflow"
+    ringback: str = "tone:ring"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SIAGA_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    profile: Literal["lab", "production"] = "lab"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    ari: AriSettings = Field(default_factory=AriSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    database_dsn: str = "postgresql://postgres@127.0.0.1:5432/siaga"
+    state_dir: Path = Path("/var/lib/siaga-pbx")
+    # Where Asterisk writes recordings, as seen from this host.
+    recording_dir: Path = Path("/var/cache/siaga-pbx/asterisk-root/srv/siaga/lab/spool/recording")
+    recording_retention_days: int = Field(365, ge=1)
+    incident_retention_days: int = Field(730, ge=1)
+    repeat_window_s: float = Field(600.0, gt=0)
+    prompts: PromptSettings = Field(default_factory=PromptSettings)
+    queues: list[QueueSettings] = Field(default_factory=_lab_queues)
+    takers: list[TakerSettings] = Field(default_factory=_lab_takers)
+    default_queue: str = "main"
+
+    @model_validator(mode="after")
+    def _no_lab_secrets_in_production(self) -> Settings:
+        if self.profile == "production":
+            if self.ari.password == LAB_ARI_PASSWORD:
+                raise ValueError("ari.password is the lab default; set a real secret")
+            if LAB_API_TOKEN in self.http.tokens:
+                raise ValueError("http.tokens holds the lab admin token; remove it")
+            if len(self.ari.password) < 12:
+                raise ValueError("ari.password must be at least 12 characters")
+        # The core checks the rest (queue names, overflow targets, taker queues).
+        self.centre()
+        return self
+
+    @property
+    def outbox_path(self) -> Path:
+        return self.state_dir / "outbox.sqlite3"
+
+    def centre(self) -> core.CentreConfig:
+        return core.CentreConfig(
+            queues=tuple(q.to_core() for q in self.queues),
+            takers=tuple(
+                core.TakerConfig(
+                    taker_id=t.id,
+                    endpoint=t.endpoint,
+                    queues=tuple(t.queues),
+                    logged_in=t.logged_in,
+                )
+                for t in self.takers
+            ),
+            default_queue=self.default_queue,
+        )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("SIAGA_CONFIG_FILE")
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+        return tuple(sources)
+
+
+def load(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Load settings, turning every problem into one readable ``ConfigError``."""
+    if config_file is not None:
+        if not config_file.is_file():
+            raise ConfigError(f"config file {config_file} does not exist")
+        os.environ["SIAGA_CONFIG_FILE"] = str(config_file)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = [
+            f"  {'.'.join(str(p) for p in err['loc']) or '(settings)'}: {err['msg']}"
+            for err in exc.errors()
+        ]
+        raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None
+    except ValueError as exc:  # raised by the core's own checks
+        raise ConfigError(f"invalid configuration: {exc}") from None

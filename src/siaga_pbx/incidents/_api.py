@@ -1,0 +1,278 @@
+"""REST API over the incident record (aiohttp).
+
+Auth: ``Authorization: Bearer <token>``; ``tokens`` maps token -> role.
+
+| route                                 | roles                    |
+| ------------------------------------- | ------------------------ |
+| GET   /api/incidents                  | admin, supervisor, taker |
+| GET   /api/incidents/{id}             | admin, supervisor, taker |
+| PATCH /api/incidents/{id}             | admin, supervisor, taker |
+| GET   /api/recordings/{id}            | admin, supervisor        |
+| GET   /api/callbacks                  | admin, supervisor, taker |
+| POST  /api/callbacks/{call_id}/done   | admin, supervisor, taker |
+
+``ops`` watches aggregate dashboards and gets 403 here: incident records hold
+personal data (UU PDP). Missing/unknown token -> 401; wrong role -> 403; bad
+input -> 400 ``{"error": ..., "fields": {...}}``; PostgreSQL unreachable -> 503.
+Edits are audited in the timeline as ``role:<token fingerprint>``; the token
+itself is never stored or logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+import asyncpg
+import structlog
+from aiohttp import web
+from pydantic import ValidationError
+
+from ._api_models import IncidentPatch, ListParams, field_errors
+from ._recordings import describe_recording
+from ._store import IncidentQuery, IncidentStore, InvalidCursor, decode_cursor
+
+__all__ = ["INCIDENT_API_AUTH", "INCIDENT_STORE", "ROLES", "add_incident_routes"]
+
+log = structlog.get_logger(__name__)
+
+ROLES = frozenset({"admin", "supervisor", "taker", "ops"})
+_READ = frozenset({"admin", "supervisor", "taker"})
+_EDIT = _READ
+_RECORDINGS = frozenset({"admin", "supervisor"})
+_CALLBACKS = _READ
+
+
+@dataclass(frozen=True, slots=True)
+class _Auth:
+    tokens: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Caller:
+    role: str
+    who: str  # "role:fingerprint", for audit entries
+
+
+INCIDENT_STORE = web.AppKey("incident_store", IncidentStore)
+INCIDENT_API_AUTH = web.AppKey("incident_api_auth", _Auth)
+
+_Handler = Callable[[web.Request, _Caller], Awaitable[web.StreamResponse]]
+
+
+class _ApiError(Exception):
+    def __init__(self, status: int, error: str, fields: Mapping[str, str] | None = None) -> None:
+        super().__init__(error)
+        self.status = status
+        self.error = error
+        self.fields = dict(fields or {})
+
+    def response(self) -> web.Response:
+        body: dict[str, object] = {"error": self.error}
+        if self.fields:
+            body["fields"] = self.fields
+        headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
+        return web.json_response(body, status=self.status, headers=headers)
+
+
+def add_incident_routes(
+    app: web.Application, store: IncidentStore, tokens: Mapping[str, str]
+) -> None:
+    """Mount the incident API on ``app``. ``tokens``: bearer token -> role."""
+    bad = {role for role in tokens.values() if role not in ROLES}
+    if bad:
+        raise ValueError(f"unknown roles {sorted(bad)}; known: {sorted(ROLES)}")
+    if any(not t for t in tokens):
+        raise ValueError("empty bearer token")
+    app[INCIDENT_STORE] = store
+    app[INCIDENT_API_AUTH] = _Auth(tuple(tokens.items()))
+    app.router.add_get("/api/incidents", _guard(_READ, _list_incidents))
+    app.router.add_get("/api/incidents/{id}", _guard(_READ, _get_incident))
+    app.router.add_patch("/api/incidents/{id}", _guard(_EDIT, _patch_incident))
+    app.router.add_get("/api/recordings/{id}", _guard(_RECORDINGS, _get_recording))
+    app.router.add_get("/api/callbacks", _guard(_CALLBACKS, _list_callbacks))
+    app.router.add_post("/api/callbacks/{call_id}/done", _guard(_CALLBACKS, _callback_done))
+
+
+# ---- auth and error translation ------------------------------------------------
+
+
+def _authenticate(request: web.Request) -> _Caller:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise _ApiError(401, "missing bearer token")
+    role = None
+    # Compare against every token in constant time: no early exit to time.
+    for known, known_role in request.app[INCIDENT_API_AUTH].tokens:
+        if hmac.compare_digest(known.encode(), token.encode()):
+            role = known_role
+    if role is None:
+        raise _ApiError(401, "invalid bearer token")
+    fingerprint = hashlib.sha256(token.encode()).hexdigest()[:12]
+    return _Caller(role, f"{role}:{fingerprint}")
+
+
+def _authorize(request: web.Request, roles: frozenset[str]) -> _Caller:
+    caller = _authenticate(request)
+    if caller.role not in roles:
+        raise _ApiError(403, f"role {caller.role!r} may not do this")
+    return caller
+
+
+def _guard(
+    roles: frozenset[str], handler: _Handler
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            caller = _authorize(request, roles)
+            with structlog.contextvars.bound_contextvars(api_user=caller.who):
+                return await handler(request, caller)
+        except _ApiError as exc:
+            return exc.response()
+        except (
+            asyncpg.exceptions.DataError,
+            asyncpg.exceptions.IntegrityConstraintViolationError,
+        ) as exc:
+            # Validation should have caught it; still the client's input.
+            log.warning("incident_api_rejected_by_db", error=str(exc), path=request.path)
+            return _ApiError(400, "rejected by the database", {"_": str(exc)}).response()
+        except (
+            OSError,
+            TimeoutError,
+            asyncpg.PostgresConnectionError,
+            asyncpg.InterfaceError,
+        ) as exc:
+            log.error(  # noqa: TRY400 - an outage, not a bug: no traceback wanted
+                "incident_api_db_unavailable", error=str(exc), path=request.path
+            )
+            return _ApiError(503, "incident database unavailable").response()
+
+    return wrapped
+
+
+def _uuid_param(request: web.Request, name: str = "id") -> uuid.UUID:
+    try:
+        return uuid.UUID(request.match_info[name])
+    except ValueError:
+        raise _ApiError(400, "bad path parameter", {name: "not a UUID"}) from None
+
+
+async def _json_object(request: web.Request) -> dict[str, object]:
+    raw = await request.read()
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise _ApiError(400, "body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise _ApiError(400, "body must be a JSON object")
+    return body
+
+
+# ---- handlers ------------------------------------------------------------------
+
+
+async def _list_incidents(request: web.Request, caller: _Caller) -> web.StreamResponse:
+    query = request.query
+    repeated = sorted({k for k in query if len(query.getall(k)) > 1})
+    if repeated:
+        raise _ApiError(400, "invalid query", dict.fromkeys(repeated, "given more than once"))
+    try:
+        params = ListParams.model_validate(dict(query))
+    except ValidationError as exc:
+        raise _ApiError(400, "invalid query", field_errors(exc)) from None
+    try:
+        cursor = None if params.cursor is None else decode_cursor(params.cursor)
+    except InvalidCursor as exc:
+        raise _ApiError(400, "invalid query", {"cursor": str(exc)}) from None
+    page = await request.app[INCIDENT_STORE].list_incidents(
+        IncidentQuery(
+            opened_from=params.opened_from,
+            opened_to=params.opened_to,
+            category=params.category,
+            disposition=params.disposition,
+            number=params.number,
+            limit=params.limit,
+            cursor=cursor,
+        )
+    )
+    return web.json_response({"items": page.items, "next_cursor": page.next_cursor})
+
+
+async def _get_incident(request: web.Request, caller: _Caller) -> web.StreamResponse:
+    incident = await request.app[INCIDENT_STORE].get_incident(_uuid_param(request))
+    if incident is None:
+        raise _ApiError(404, "no such incident")
+    return web.json_response(incident)
+
+
+async def _patch_incident(request: web.Request, caller: _Caller) -> web.StreamResponse:
+    incident_id = _uuid_param(request)
+    body = await _json_object(request)
+    try:
+        patch = IncidentPatch.model_validate(body)
+    except ValidationError as exc:
+        raise _ApiError(400, "invalid classification", field_errors(exc)) from None
+    incident = await request.app[INCIDENT_STORE].classify(incident_id, patch.changes(), caller.who)
+    if incident is None:
+        raise _ApiError(404, "no such incident")
+    log.info("incident_classified", incident_id=str(incident_id), fields=sorted(patch.changes()))
+    return web.json_response(incident)
+
+
+async def _get_recording(request: web.Request, caller: _Caller) -> web.StreamResponse:
+    recording_id = _uuid_param(request)
+    row = await request.app[INCIDENT_STORE].recording(recording_id)
+    if row is None:
+        raise _ApiError(404, "no such recording")
+    try:
+        info = await describe_recording(row.path)
+    except FileNotFoundError:
+        info = None
+    if info is None:
+        log.error("recording_file_missing", recording_id=str(recording_id), path=row.path)
+        raise _ApiError(404, "recording file missing")
+    if info.sha256 != row.sha256 or info.size_bytes != row.size_bytes:
+        log.error(
+            "recording_tampered",
+            recording_id=str(recording_id),
+            call_id=row.call_id,
+            path=row.path,
+            expected_sha256=row.sha256,
+            actual_sha256=info.sha256,
+        )
+        raise _ApiError(409, "recording failed its integrity check; refusing to serve it")
+    log.info("recording_downloaded", recording_id=str(recording_id), call_id=row.call_id)
+    # The file may in theory change between the check and the send; the
+    # checksum header lets the client verify what it received.
+    return web.FileResponse(
+        row.path,
+        headers={
+            "Content-Type": "audio/wav",
+            "Content-Disposition": f'attachment; filename="{recording_id}.wav"',
+            "X-Recording-SHA256": row.sha256,
+        },
+    )
+
+
+async def _list_callbacks(request: web.Request, caller: _Caller) -> web.StreamResponse:
+    if request.query:
+        raise _ApiError(400, "invalid query", dict.fromkeys(request.query, "unknown parameter"))
+    items = await request.app[INCIDENT_STORE].pending_callbacks()
+    return web.json_response({"items": items})
+
+
+async def _callback_done(request: web.Request, caller: _Caller) -> web.StreamResponse:
+    call_id = request.match_info["call_id"]
+    if not (0 < len(call_id) <= 128 and call_id.isprintable()):
+        raise _ApiError(400, "bad path parameter", {"call_id": "1..128 printable characters"})
+    entry = await request.app[INCIDENT_STORE].mark_callback_done(call_id, caller.who)
+    if entry is None:
+        raise _ApiError(404, "no such callback")
+    log.info("callback_done", call_id=call_id)
+    return web.json_response(entry)

@@ -1,0 +1,163 @@
+"""Applying one outbox op to PostgreSQL, inside the caller's transaction.
+
+Every statement is parameterised. Caller strings are made storable here (see
+``_text``), keeping the original bytes when anything had to change.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import asyncpg
+import structlog
+
+from ._ops import AddCallbackEntry, AppendTimeline, CloseCall, Op, OpenIncident, RegisterRecording
+from ._text import storable, storable_detail
+
+__all__ = ["apply_op", "epoch_to_datetime"]
+
+log = structlog.get_logger(__name__)
+
+
+def epoch_to_datetime(at: float) -> datetime:
+    """UNIX epoch seconds (the service's clock) as an aware UTC datetime."""
+    return datetime.fromtimestamp(at, UTC)
+
+
+async def apply_op(conn: asyncpg.Connection, op: Op, *, repeat_window_s: float) -> None:
+    """Write ``op``'s effect. Must run inside a transaction."""
+    if isinstance(op, OpenIncident):
+        await _open_incident(conn, op, repeat_window_s)
+    elif isinstance(op, AppendTimeline):
+        await _append_timeline(conn, op)
+    elif isinstance(op, RegisterRecording):
+        await _register_recording(conn, op)
+    elif isinstance(op, AddCallbackEntry):
+        await _add_callback(conn, op)
+    else:
+        await _close_call(conn, op)
+
+
+async def _open_incident(conn: asyncpg.Connection, op: OpenIncident, window_s: float) -> None:
+    arrived = epoch_to_datetime(op.arrived_at)
+    # An existing incident id means "attach this call to it" (mass events).
+    await conn.execute(
+        "INSERT INTO incidents (id, opened_at, language) VALUES ($1, $2, $3)"
+        " ON CONFLICT (id) DO NOTHING",
+        op.incident_id,
+        arrived,
+        storable(op.language)[0],
+    )
+    number, number_raw = storable(op.caller_number)
+    name, name_raw = storable(op.caller_name)
+    pai, pai_raw = storable(op.pai)
+    # No ON CONFLICT on call_id: the same call opened twice is a bug upstream,
+    # and must be parked loudly rather than silently ignored.
+    await conn.execute(
+        "INSERT INTO calls (call_id, incident_id, caller_number, caller_name, pai,"
+        " caller_number_raw, caller_name_raw, pai_raw, trunk, queue, language, arrived_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        op.call_id,
+        op.incident_id,
+        number,
+        name,
+        pai,
+        number_raw,
+        name_raw,
+        pai_raw,
+        storable(op.trunk)[0],
+        storable(op.queue)[0],
+        storable(op.language)[0],
+        arrived,
+    )
+    best = pai or number  # same rule as the calls.best_number column
+    if not best or window_s <= 0:
+        return
+    prior = await conn.fetchval(
+        "SELECT incident_id FROM calls"
+        " WHERE best_number = $1 AND incident_id <> $2"
+        "   AND arrived_at >= $3::timestamptz - make_interval(secs => $4)"
+        "   AND arrived_at <= $3::timestamptz"
+        " ORDER BY arrived_at DESC, call_id DESC LIMIT 1",
+        best,
+        op.incident_id,
+        arrived,
+        float(window_s),
+    )
+    if prior is not None:
+        await conn.execute(
+            "INSERT INTO incident_links (incident_id, linked_incident_id, kind)"
+            " VALUES ($1, $2, 'repeat_caller') ON CONFLICT DO NOTHING",
+            op.incident_id,
+            prior,
+        )
+
+
+async def _append_timeline(conn: asyncpg.Connection, op: AppendTimeline) -> None:
+    incident_id = await conn.fetchval(
+        "SELECT incident_id FROM calls WHERE call_id = $1", op.call_id
+    )
+    await conn.execute(
+        "INSERT INTO timeline (incident_id, call_id, stage, at, detail)"
+        " VALUES ($1, $2, $3, $4, $5::jsonb)",
+        incident_id,
+        op.call_id,
+        op.stage,
+        epoch_to_datetime(op.at),
+        json.dumps(storable_detail(op.detail), allow_nan=False),
+    )
+    if op.stage == "abandoned" and incident_id is not None:
+        # Classification is part of every call; an abandoned call is classified
+        # as such until a taker says otherwise.
+        await conn.execute(
+            "UPDATE incidents SET disposition = 'abandoned', updated_at = now()"
+            " WHERE id = $1 AND disposition IS NULL",
+            incident_id,
+        )
+
+
+async def _register_recording(conn: asyncpg.Connection, op: RegisterRecording) -> None:
+    await conn.execute(
+        "INSERT INTO recordings (call_id, incident_id, path, started_at, ended_at,"
+        " duration_s, size_bytes, sha256)"
+        " VALUES ($1, (SELECT incident_id FROM calls WHERE call_id = $1), $2, $3, $4, $5, $6, $7)",
+        op.call_id,
+        op.path,
+        epoch_to_datetime(op.started_at),
+        None if op.ended_at is None else epoch_to_datetime(op.ended_at),
+        None if op.duration_s is None else float(op.duration_s),
+        op.size_bytes,
+        op.sha256,
+    )
+
+
+async def _add_callback(conn: asyncpg.Connection, op: AddCallbackEntry) -> None:
+    number, number_raw = storable(op.number)
+    await conn.execute(
+        "INSERT INTO callbacks (call_id, incident_id, number, number_raw, arrived_at,"
+        " abandoned_at, queue, where_abandoned)"
+        " VALUES ($1, (SELECT incident_id FROM calls WHERE call_id = $1), $2, $3, $4, $5, $6, $7)"
+        " ON CONFLICT (call_id) DO NOTHING",
+        op.call_id,
+        number,
+        number_raw,
+        epoch_to_datetime(op.arrived_at),
+        epoch_to_datetime(op.abandoned_at),
+        storable(op.queue)[0],
+        op.where,
+    )
+
+
+async def _close_call(conn: asyncpg.Connection, op: CloseCall) -> None:
+    status = await conn.execute(
+        "UPDATE calls SET ended_at = $2, hangup_side = $3, hangup_cause = $4 WHERE call_id = $1",
+        op.call_id,
+        epoch_to_datetime(op.ended_at),
+        storable(op.hangup_side)[0] or None,
+        storable(op.hangup_cause)[0] or None,
+    )
+    if status == "UPDATE 0":
+        # Only possible if the call's OpenIncident was dead-lettered; the
+        # timeline still holds the hang-up, so nothing is lost, but say so.
+        log.warning("close_call_for_unknown_call", call_id=op.call_id)

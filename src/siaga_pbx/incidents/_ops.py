@@ -1,0 +1,260 @@
+"""Outbox operations: what the service asks the incident store to record.
+
+Each op is a small frozen dataclass that checks its own fields when built, so
+a malformed value is the *caller's* error, raised at ``Outbox.append`` time in
+the service, never a surprise deep in the relay. Ops carry no op id: the outbox
+gives each one its sequence number when it is appended.
+
+Ops are stored in the outbox as ``(kind, JSON)``. ``json.dumps`` escapes
+everything to ASCII, so untrusted caller strings (lone surrogates included)
+survive the round trip unchanged; making them storable in PostgreSQL happens
+only when the op is applied (see ``_text``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import ClassVar, Literal, TypeAlias
+
+from ._text import has_unstorable
+
+__all__ = [
+    "AddCallbackEntry",
+    "AppendTimeline",
+    "CloseCall",
+    "DetailValue",
+    "Op",
+    "OpenIncident",
+    "RegisterRecording",
+    "decode_op",
+    "encode_op",
+]
+
+DetailValue: TypeAlias = str | int | float | bool
+
+# 1970-01-01 .. 9999-12-31: what both Python datetimes and PostgreSQL hold.
+_MAX_EPOCH = 253402300799.0
+_STAGE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _require(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ValueError(msg)
+
+
+def _check_call_id(value: object) -> None:
+    _require(isinstance(value, str), "call_id must be a string")
+    assert isinstance(value, str)
+    _require(0 < len(value) <= 128, "call_id must be 1..128 chars")
+    _require(value.isprintable() and " " not in value, "call_id must be printable, no spaces")
+
+
+def _check_epoch(name: str, value: object, *, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    _require(
+        isinstance(value, int | float) and not isinstance(value, bool),
+        f"{name} must be UNIX epoch seconds (a number)",
+    )
+    assert isinstance(value, int | float)
+    _require(math.isfinite(value) and 0 <= value <= _MAX_EPOCH, f"{name} out of range: {value}")
+
+
+def _check_str(name: str, value: object, max_len: int | None = None) -> None:
+    _require(isinstance(value, str), f"{name} must be a string")
+    assert isinstance(value, str)
+    if max_len is not None:
+        _require(len(value) <= max_len, f"{name} longer than {max_len} chars")
+
+
+def _check_detail(detail: object) -> None:
+    _require(isinstance(detail, Mapping), "detail must be a mapping")
+    assert isinstance(detail, Mapping)
+    for k, v in detail.items():
+        _require(isinstance(k, str), "detail keys must be strings")
+        _require(
+            isinstance(v, str | int | float | bool), f"detail[{k!r}] must be str/int/float/bool"
+        )
+        if isinstance(v, float):
+            _require(math.isfinite(v), f"detail[{k!r}] must be finite")
+
+
+@dataclass(frozen=True, slots=True)
+class OpenIncident:
+    """A call reached the system: open its incident (or attach the call to an
+    existing incident when ``incident_id`` is already known, e.g. a mass event).
+
+    Caller strings are stored verbatim, untrusted and unlimited in length.
+    """
+
+    kind: ClassVar[str] = "open_incident"
+
+    call_id: str
+    incident_id: uuid.UUID
+    arrived_at: float
+    caller_number: str = ""
+    caller_name: str = ""
+    pai: str = ""
+    trunk: str = ""
+    queue: str = ""
+    language: str = ""
+
+    def __post_init__(self) -> None:
+        _check_call_id(self.call_id)
+        _require(isinstance(self.incident_id, uuid.UUID), "incident_id must be a UUID")
+        _check_epoch("arrived_at", self.arrived_at)
+        for name in ("caller_number", "caller_name", "pai"):
+            _check_str(name, getattr(self, name))
+        _check_str("trunk", self.trunk, 256)
+        _check_str("queue", self.queue, 128)
+        _check_str("language", self.language, 35)  # longest BCP 47 tag in practice
+
+    @property
+    def best_number(self) -> str:
+        """PAI is network-asserted, so it wins over the From number."""
+        return self.pai or self.caller_number
+
+
+@dataclass(frozen=True, slots=True)
+class AppendTimeline:
+    """One timeline entry of a call (``stage`` is a ``CallStage`` value or any
+    lower_snake_case word). ``detail`` holds flat JSON-safe values."""
+
+    kind: ClassVar[str] = "append_timeline"
+
+    call_id: str
+    stage: str
+    at: float
+    detail: Mapping[str, DetailValue] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_call_id(self.call_id)
+        if isinstance(self.stage, Enum):  # CallStage is a str Enum: keep the plain value
+            object.__setattr__(self, "stage", str(self.stage.value))
+        _require(
+            isinstance(self.stage, str) and _STAGE.match(self.stage) is not None,
+            f"stage must be lower_snake_case, 1..64 chars: {self.stage!r}",
+        )
+        _check_epoch("at", self.at)
+        _check_detail(self.detail)
+        object.__setattr__(self, "detail", dict(self.detail))
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterRecording:
+    """A finished recording file with its checksum (see ``describe_recording``)."""
+
+    kind: ClassVar[str] = "register_recording"
+
+    call_id: str
+    path: str
+    started_at: float
+    ended_at: float | None
+    duration_s: float | None
+    size_bytes: int
+    sha256: str
+
+    def __post_init__(self) -> None:
+        _check_call_id(self.call_id)
+        _check_str("path", self.path, 4096)
+        _require(bool(self.path) and not has_unstorable(self.path), "path must be non-empty UTF-8")
+        _check_epoch("started_at", self.started_at)
+        _check_epoch("ended_at", self.ended_at, optional=True)
+        if self.duration_s is not None:
+            _require(
+                isinstance(self.duration_s, int | float)
+                and math.isfinite(self.duration_s)
+                and self.duration_s >= 0,
+                "duration_s must be a finite number >= 0",
+            )
+        _require(
+            isinstance(self.size_bytes, int)
+            and not isinstance(self.size_bytes, bool)
+            and self.size_bytes >= 0,
+            "size_bytes must be an int >= 0",
+        )
+        _require(
+            isinstance(self.sha256, str) and _SHA256.match(self.sha256) is not None,
+            "sha256 must be 64 lowercase hex digits",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AddCallbackEntry:
+    """An abandoned caller the centre must call back (the core's ``CallbackEntry``)."""
+
+    kind: ClassVar[str] = "add_callback"
+
+    call_id: str
+    number: str
+    arrived_at: float
+    abandoned_at: float
+    queue: str
+    where: Literal["waiting", "ringing"]
+
+    def __post_init__(self) -> None:
+        _check_call_id(self.call_id)
+        _check_str("number", self.number)
+        _check_epoch("arrived_at", self.arrived_at)
+        _check_epoch("abandoned_at", self.abandoned_at)
+        _check_str("queue", self.queue, 128)
+        _require(self.where in ("waiting", "ringing"), "where must be 'waiting' or 'ringing'")
+
+
+@dataclass(frozen=True, slots=True)
+class CloseCall:
+    """The call is over: when, who hung up (caller/taker/system) and the cause."""
+
+    kind: ClassVar[str] = "close_call"
+
+    call_id: str
+    ended_at: float
+    hangup_side: str = ""
+    hangup_cause: str = ""
+
+    def __post_init__(self) -> None:
+        _check_call_id(self.call_id)
+        _check_epoch("ended_at", self.ended_at)
+        _check_str("hangup_side", self.hangup_side, 32)
+        _check_str("hangup_cause", self.hangup_cause, 64)
+
+
+Op: TypeAlias = OpenIncident | AppendTimeline | RegisterRecording | AddCallbackEntry | CloseCall
+
+_KINDS: dict[str, type[Op]] = {
+    cls.kind: cls
+    for cls in (OpenIncident, AppendTimeline, RegisterRecording, AddCallbackEntry, CloseCall)
+}
+
+
+def encode_op(op: Op) -> tuple[str, str]:
+    """``(kind, JSON payload)`` for the outbox. ASCII-only, lossless for any str."""
+    payload: dict[str, object] = {}
+    for f in dataclasses.fields(op):
+        value = getattr(op, f.name)
+        payload[f.name] = str(value) if isinstance(value, uuid.UUID) else value
+    return op.kind, json.dumps(payload, ensure_ascii=True, allow_nan=False, sort_keys=True)
+
+
+def decode_op(kind: str, payload: str) -> Op:
+    """The op stored by ``encode_op``. Raises ``ValueError`` if it cannot be
+    rebuilt (unknown kind from a newer version, corrupt payload)."""
+    cls = _KINDS.get(kind)
+    if cls is None:
+        raise ValueError(f"unknown op kind {kind!r}")
+    try:
+        data = json.loads(payload)
+        _require(isinstance(data, dict), "payload is not a JSON object")
+        if cls is OpenIncident and "incident_id" in data:
+            data["incident_id"] = uuid.UUID(str(data["incident_id"]))
+        return cls(**data)
+    except (TypeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"corrupt {kind} payload: {exc}") from exc

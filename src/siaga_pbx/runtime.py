@@ -1,0 +1,187 @@
+"""Assembles the service from its parts and runs it until told to stop.
+
+Tasks, tied together so that any one failing stops the whole (a half-alive
+112 service is worse than a restarted one; the dialplan fallback carries calls
+while it restarts):
+- the ARI event reader (websocket) that fills the service's inbox;
+- the consumer (``CallService.run``) that feeds the core;
+- the incident journal writer and the outbox relay to PostgreSQL;
+- the HTTP server (API, /metrics, /healthz).
+
+Graceful stop (SIGTERM): stop reading new events (Asterisk then fails new
+``Stasis()`` calls over to the dialplan fallback), hand waiting callers back
+to the dialplan, leave bridged calls running in Asterisk, and flush the
+journal into the outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from typing import Any
+
+import aiohttp
+import structlog
+from aiohttp import web
+
+from . import ari, core
+from .adapters.ari import AriCommandRunner, TakerDirectory
+from .adapters.http import make_app
+from .adapters.incidents import IncidentJournal
+from .adapters.metrics import Metrics
+from .config import Settings
+from .incidents import IncidentRecorder, IncidentStore, Outbox, OutboxRelay, add_incident_routes
+from .recovery import resynchronise
+from .service import CallService
+
+log = structlog.get_logger(__name__)
+
+
+class Runtime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.stopping = asyncio.Event()
+        self.session: aiohttp.ClientSession | None = None
+        self.stream: ari.EventStream | None = None
+        self.service: CallService | None = None
+        self.relay: OutboxRelay | None = None
+        self.journal: IncidentJournal | None = None
+        self.http_port: int | None = None
+
+    async def run(self) -> None:
+        s = self.settings
+        s.state_dir.mkdir(parents=True, exist_ok=True)
+        connector = aiohttp.TCPConnector(limit=64)
+        async with (
+            aiohttp.ClientSession(connector=connector) as session,
+            Outbox(s.outbox_path) as outbox,
+        ):
+            self.session = session
+            rest = ari.AriRest(
+                session,
+                f"{s.ari.url}/ari",
+                s.ari.username,
+                s.ari.password,
+                timeout_s=s.ari.request_timeout_s,
+            )
+            centre = s.centre()
+            metrics = Metrics()
+            recorder = IncidentRecorder(outbox)
+            self.journal = IncidentJournal(recorder, s.recording_dir, language=s.prompts.language)
+            self.relay = OutboxRelay(outbox, s.database_dsn, repeat_window_s=s.repeat_window_s)
+            service = CallService(
+                distributor=core.Distributor(centre),
+                runner=AriCommandRunner(rest, s.ari.app, s.prompts),
+                takers=TakerDirectory.from_config(centre),
+                default_queue=centre.default_queue,
+                observers=[self.journal, metrics],
+                resync=lambda svc: resynchronise(svc, rest, s.ari.app),
+            )
+            self.service = service
+            ws_base = s.ari.url.replace("http", "ws", 1) + "/ari"
+            self.stream = ari.EventStream(
+                session,
+                ws_base,
+                s.ari.username,
+                s.ari.password,
+                s.ari.app,
+                events=service.inbox,  # type: ignore[arg-type]  # one inbox keeps one order
+                on_connected=self._on_connected,
+            )
+            metrics.watch(
+                lambda: service.distributor.snapshot(time.time()),
+                lambda: {
+                    "siaga_outbox_pending": float(outbox.pending),
+                    "siaga_ari_reconnects_total": float(
+                        self.stream.reconnects if self.stream else 0
+                    ),
+                    "siaga_ari_connected": float(bool(self.stream and self.stream.connected)),
+                    "siaga_inbox_depth": float(service.inbox.qsize()),
+                },
+            )
+            app = make_app(
+                service=service,
+                metrics_=metrics,
+                tokens=s.http.tokens,
+                centre=centre,
+                health=self.health,
+            )
+            store = IncidentStore(s.database_dsn)
+            add_incident_routes(app, store, s.http.tokens)
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            site = web.TCPSite(runner, s.http.host, s.http.port)
+            await site.start()
+            self.http_port = _bound_port(runner)
+            log.info(
+                "service.started",
+                http=f"{s.http.host}:{self.http_port}",
+                ari=s.ari.url,
+                app=s.ari.app,
+                profile=s.profile,
+            )
+            tasks = {
+                asyncio.create_task(self.stream.run(), name="ari-events"),
+                asyncio.create_task(service.run(), name="consumer"),
+                asyncio.create_task(self.journal.run(), name="journal"),
+                asyncio.create_task(self.relay.run(), name="outbox-relay"),
+            }
+            stop = asyncio.create_task(self.stopping.wait(), name="stop")
+            try:
+                done, _ = await asyncio.wait(tasks | {stop}, return_when=asyncio.FIRST_COMPLETED)
+                for t in done:
+                    if t is not stop and not t.cancelled() and t.exception() is not None:
+                        log.error(
+                            "service.task_failed", task=t.get_name(), error=repr(t.exception())
+                        )
+                await self._shutdown(service)
+            finally:
+                for t in tasks | {stop}:
+                    t.cancel()
+                await asyncio.gather(*tasks, stop, return_exceptions=True)
+                service.cancel_timers()
+                await store.close()
+                await runner.cleanup()
+                log.info("service.stopped")
+
+    async def _on_connected(self) -> None:
+        from .service import Resync
+
+        if self.service is not None:
+            self.service.submit(Resync())
+
+    async def _shutdown(self, service: CallService) -> None:
+        """Stop taking calls; leave bridged calls to Asterisk; flush the journal."""
+        if self.stream is not None:
+            await self.stream.close()
+        # Let the consumer finish what is already queued, briefly.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(service.inbox.join(), timeout=2.0)
+        await service.hand_back_waiting_callers()
+        if self.journal is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.journal.flush(), timeout=5.0)
+
+    def health(self) -> dict[str, Any]:
+        connected = bool(self.stream and self.stream.connected)
+        return {
+            "status": "ok" if connected else "degraded",
+            "ari_connected": connected,
+            "ari_reconnects": self.stream.reconnects if self.stream else 0,
+            "outbox_pending": self.relay.pending if self.relay else 0,
+            "events_handled": self.service.handled if self.service else 0,
+        }
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+
+
+def _bound_port(runner: web.AppRunner) -> int:
+    for addr in runner.addresses:
+        if isinstance(addr, tuple) and len(addr) >= 2:
+            return int(addr[1])
+    raise RuntimeError("HTTP server bound no address")

@@ -1,0 +1,295 @@
+"""The consumer: one task feeds events to the core in order and runs its commands.
+
+Everything that happens to calls arrives on one inbox (ARI events from the
+websocket reader, timer expiries, API requests, failed commands coming back),
+and one task takes them out one at a time. The core is therefore never
+re-entered and needs no locks; the order of events is the order Asterisk sent
+them in.
+
+A command that fails does not stop the loop: it comes back to the core as
+``CommandFailed`` through the same inbox, so the core decides what the caller
+needs next (ring the next taker, put the caller back at the head of the queue).
+Nothing raised while handling one item may kill the loop: a 112 service that
+stops consuming events strands every caller in the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+import structlog
+from pydantic import BaseModel
+
+from . import ari, core, ids
+from .adapters.ari import (
+    ARI_COMMANDS,
+    AriCommandRunner,
+    FeatureRequest,
+    TakerDirectory,
+    feature_event,
+    translate,
+)
+
+log = structlog.get_logger(__name__)
+
+Published = core.PublishCallEvent | core.PublishTakerState | core.AddCallback
+
+
+class Observer(Protocol):
+    """Something that follows the core's published state (incidents, metrics).
+    Must not block: it is called on the consumer's path."""
+
+    def call_arrived(self, event: core.CallerArrived, at: float, incident_id: str) -> None: ...
+
+    def published(self, item: Published, incident_id: str | None) -> None: ...
+
+    def recording_done(
+        self, call_id: str, name: str, incident_id: str | None, *, failed: bool
+    ) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Resync:
+    """The event websocket (re)connected: rebuild state from Asterisk."""
+
+
+@dataclass(frozen=True, slots=True)
+class ApiRequest:
+    """A core event that came from the HTTP API (login, pause, config ...)."""
+
+    event: core.Event
+
+
+Item = ari.Event | core.Event | Resync | ApiRequest
+
+_INCIDENT_MEMORY = 10_000  # calls whose incident id we remember after they end
+
+
+class CallService:
+    def __init__(
+        self,
+        *,
+        distributor: core.Distributor,
+        runner: AriCommandRunner,
+        takers: TakerDirectory,
+        default_queue: str,
+        observers: Iterable[Observer] = (),
+        resync: Callable[[CallService], Awaitable[None]] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.distributor = distributor
+        self.inbox: asyncio.Queue[Item] = asyncio.Queue()
+        self._runner = runner
+        self._takers = takers
+        self._default_queue = default_queue
+        self._observers = list(observers)
+        self._clock = clock
+        self._resync = resync
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._incidents: OrderedDict[str, str] = OrderedDict()
+        self.handled = 0
+
+    # ---- public --------------------------------------------------------
+
+    def submit(self, item: Item) -> None:
+        self.inbox.put_nowait(item)
+
+    def incident_of(self, call_id: str) -> str | None:
+        return self._incidents.get(call_id)
+
+    def remember_call(self, call_id: str) -> str:
+        """Bind ``call_id`` to its incident id (deterministic: survives restarts)."""
+        incident = incident_id_for(call_id)
+        self._remember(call_id, incident)
+        return incident
+
+    def taker_for(self, endpoint: str) -> str | None:
+        return self._takers.taker_for(endpoint)
+
+    def taker_endpoints(self) -> list[str]:
+        return sorted({e for e in self._takers.by_endpoint if "/" in e})
+
+    async def run_commands(self, commands: Iterable[core.Command]) -> None:
+        for cmd in commands:
+            await self._execute(cmd)
+
+    async def hand_back_waiting_callers(self) -> int:
+        """Graceful stop: every caller not yet connected goes to the dialplan
+        fallback (which rings the takers directly); connected calls stay
+        bridged in Asterisk. Returns how many callers were handed back."""
+        count = 0
+        for call_id in self.distributor.waiting_calls():
+            with structlog.contextvars.bound_contextvars(
+                call_id=call_id, incident_id=self._incidents.get(call_id)
+            ):
+                try:
+                    await self._runner.hand_back(call_id)
+                    count += 1
+                    log.info("shutdown.caller_handed_back")
+                except Exception as exc:  # noqa: BLE001 - try every caller
+                    log.error("shutdown.hand_back_failed", error=str(exc)[:300])
+        for attempt_id in self.distributor.live_offers():
+            await self._runner.run(core.CancelRing(attempt_id))
+        return count
+
+    async def run(self) -> None:
+        while True:
+            item = await self.inbox.get()
+            try:
+                await self._process(item)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("service.item_failed", item=type(item).__name__)
+            finally:
+                self.handled += 1
+                self.inbox.task_done()
+
+    def cancel_timers(self) -> None:
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+
+    # ---- one item ------------------------------------------------------
+
+    async def _process(self, item: Item) -> None:
+        if isinstance(item, Resync):
+            if self._resync is not None:
+                await self._resync(self)
+            return
+        if isinstance(item, ApiRequest):
+            await self.feed(item.event)
+            return
+        if isinstance(item, (ari.RecordingFinished, ari.RecordingFailed)):
+            self._recording_done(item)
+            return
+        if isinstance(item, BaseModel):  # every ARI event is a pydantic model
+            for ev in translate(item, self._takers, self._default_queue):
+                if isinstance(ev, FeatureRequest):
+                    await self._feature(ev)
+                else:
+                    await self.feed(ev)
+            return
+        await self.feed(item)  # a core event (timer, failed command)
+
+    async def feed(self, event: core.Event) -> None:
+        """Hand one event to the core and carry out what it asks."""
+        call_id = _call_of(event)
+        now = self._clock()
+        if isinstance(event, core.CallerArrived) and event.call_id not in self._incidents:
+            self._notify("call_arrived", event, now, self.remember_call(event.call_id))
+        incident_id = self._incidents.get(call_id) if call_id else None
+        with structlog.contextvars.bound_contextvars(call_id=call_id, incident_id=incident_id):
+            commands = self.distributor.handle(event, now)
+            log.debug("core.handled", event=type(event).__name__, commands=len(commands))
+            for cmd in commands:
+                await self._execute(cmd)
+
+    async def _execute(self, cmd: core.Command) -> None:
+        if isinstance(cmd, core.StartTimer):
+            self._start_timer(cmd)
+        elif isinstance(cmd, core.CancelTimer):
+            handle = self._timers.pop(cmd.timer_id, None)
+            if handle is not None:
+                handle.cancel()
+        elif isinstance(cmd, (core.PublishCallEvent, core.PublishTakerState, core.AddCallback)):
+            call_id = (
+                cmd.entry.call_id
+                if isinstance(cmd, core.AddCallback)
+                else getattr(cmd, "call_id", None)
+            )
+            incident_id = self._incidents.get(call_id) if call_id else None
+            self._notify("published", cmd, incident_id)
+        elif isinstance(cmd, ARI_COMMANDS):
+            try:
+                await self._runner.run(cmd)
+            except Exception as exc:  # noqa: BLE001 - every failure goes back to the core
+                log.warning(
+                    "service.command_failed", command=type(cmd).__name__, error=str(exc)[:300]
+                )
+                self.submit(core.CommandFailed(command=cmd, reason=str(exc)[:300]))
+        else:
+            log.error("service.command_unhandled", command=type(cmd).__name__)
+
+    def _start_timer(self, cmd: core.StartTimer) -> None:
+        old = self._timers.pop(cmd.timer_id, None)
+        if old is not None:
+            old.cancel()
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, cmd.at - self._clock())
+
+        def fire(timer_id: str = cmd.timer_id) -> None:
+            self._timers.pop(timer_id, None)
+            self.submit(core.TimerFired(timer_id))
+
+        self._timers[cmd.timer_id] = loop.call_later(delay, fire)
+
+    async def _feature(self, req: FeatureRequest) -> None:
+        event = feature_event(req)
+        with structlog.contextvars.bound_contextvars(taker_id=req.taker_id, feature=req.action):
+            ok = event is not None
+            if event is not None:
+                try:
+                    await self.feed(event)
+                except ValueError as exc:
+                    log.warning("feature.refused", error=str(exc))
+                    ok = False
+            log.info("feature.requested", ok=ok)
+        await self._runner.finish_feature(req.channel_id, ok=ok)
+
+    def _notify(self, method: str, *args: object) -> None:
+        for obs in self._observers:
+            try:
+                getattr(obs, method)(*args)
+            except Exception:
+                log.exception("service.observer_failed", observer=type(obs).__name__)
+
+    def _recording_done(self, event: ari.RecordingFinished | ari.RecordingFailed) -> None:
+        name = event.recording.name
+        call_id = ids.call_id_from_bridge(name)
+        if call_id is None:
+            return
+        failed = isinstance(event, ari.RecordingFailed)
+        incident_id = self._incidents.get(call_id)
+        with structlog.contextvars.bound_contextvars(call_id=call_id, incident_id=incident_id):
+            if failed:
+                log.error("recording.failed", name=name, cause=event.recording.cause)
+            else:
+                log.info("recording.finished", name=name)
+            for obs in self._observers:
+                try:
+                    obs.recording_done(call_id, name, incident_id, failed=failed)
+                except Exception:
+                    log.exception("service.observer_failed", observer=type(obs).__name__)
+
+    def _remember(self, call_id: str, incident_id: str) -> None:
+        self._incidents[call_id] = incident_id
+        self._incidents.move_to_end(call_id)
+        while len(self._incidents) > _INCIDENT_MEMORY:
+            self._incidents.popitem(last=False)
+
+
+_INCIDENT_NAMESPACE = uuid.UUID("5e1a6a11-2c0d-4b1e-9a12-000000000112")
+
+
+def incident_id_for(call_id: str) -> str:
+    """The incident id of a call, derived from its Asterisk uniqueid, so that a
+    restarted service finds the same incident for a call it adopts."""
+    return str(uuid.uuid5(_INCIDENT_NAMESPACE, call_id))
+
+
+def _call_of(event: core.Event) -> str | None:
+    call_id = getattr(event, "call_id", None)
+    if isinstance(call_id, str):
+        return call_id
+    attempt = getattr(event, "attempt_id", None)
+    if isinstance(attempt, str):
+        parsed = ids.parse_offer_id(attempt)
+        return parsed[0] if parsed else None
+    return None

@@ -1,0 +1,238 @@
+"""Translation of ARI events into the core's events (the one ARI<->core module)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, get_args
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from siaga_pbx import ari, core
+from siaga_pbx.adapters.ari import FeatureRequest, TakerDirectory, feature_event, translate
+
+CENTRE = core.CentreConfig(
+    queues=(core.QueueConfig("main"),),
+    takers=(core.TakerConfig("taker1", "PJSIP/taker1"),),
+)
+TAKERS = TakerDirectory.from_config(CENTRE)
+
+
+def channel(cid: str, state: str = "Up", **extra: Any) -> dict[str, Any]:
+    return {
+        "id": cid,
+        "name": f"PJSIP/trunk-{cid[-4:]}",
+        "state": state,
+        "caller": {"name": "Chan Name", "number": "0811"},
+        "connected": {"name": "", "number": ""},
+        "accountcode": "",
+        "dialplan": {
+            "context": "siaga-emergency",
+            "exten": "s",
+            "priority": 9,
+            "app_name": "Stasis",
+            "app_data": "",
+        },
+        "creationtime": "2026-11-28T20:00:00.000+0000",
+        "language": "id",
+        **extra,
+    }
+
+
+def event(kind: str, **fields: Any) -> ari.Event:
+    payload = {
+        "type": kind,
+        "application": "siaga-112",
+        "timestamp": "2026-11-28T20:00:01.000+0000",
+        **fields,
+    }
+    return ari.parse_event(json.dumps(payload))
+
+
+def run(ev: ari.Event) -> list[core.Event | FeatureRequest]:
+    return translate(ev, TAKERS, "main")
+
+
+class TestCallers:
+    def test_caller_arrives_with_raw_headers(self) -> None:
+        """StasisStart of a caller becomes CallerArrived with From and PAI parsed."""
+        ch = channel(
+            "siaga-test-1.7",
+            channelvars={
+                "SIAGA_FROM": '"Budi" <sip:0811222@op>;tag=1',
+                "SIAGA_PAI": "<tel:+62811222>",
+            },
+        )
+        out = run(event("StasisStart", args=["caller", "trunk"], channel=ch))
+        assert out == [
+            core.CallerArrived(
+                call_id="siaga-test-1.7",
+                caller=core.CallerIdentity(number="0811222", name="Budi", pai="+62811222"),
+                queue="main",
+                trunk="trunk",
+            )
+        ]
+
+    def test_caller_without_headers_uses_channel_caller_id(self) -> None:
+        """Without exported headers the channel's caller id is used."""
+        out = run(event("StasisStart", args=["caller"], channel=channel("1.8")))
+        assert isinstance(out[0], core.CallerArrived)
+        assert out[0].caller == core.CallerIdentity(number="0811", name="Chan Name")
+
+    def test_caller_queue_argument(self) -> None:
+        """A third Stasis argument names the queue."""
+        out = run(event("StasisStart", args=["caller", "trunk", "backup"], channel=channel("1.9")))
+        assert isinstance(out[0], core.CallerArrived) and out[0].queue == "backup"
+
+    def test_caller_gone(self) -> None:
+        """StasisEnd and ChannelDestroyed of a caller both report the hangup."""
+        assert run(event("StasisEnd", channel=channel("1.7"))) == [core.CallerHungUp("1.7", 16)]
+        destroyed = event("ChannelDestroyed", channel=channel("1.7"), cause=17, cause_txt="Busy")
+        assert run(destroyed) == [core.CallerHungUp("1.7", 17)]
+
+    def test_unsafe_caller_id_is_not_adopted(self) -> None:
+        """A channel id that could not name a file is refused loudly, not used."""
+        assert run(event("StasisStart", args=["caller"], channel=channel("../../etc"))) == []
+
+
+class TestOffers:
+    def test_answer(self) -> None:
+        """An offer channel entering the app means the taker answered."""
+        out = run(event("StasisStart", args=["offer", "1.7"], channel=channel("siaga-offer-1.7-1")))
+        assert out == [core.HandsetAnswered("siaga-offer-1.7-1")]
+
+    def test_ringing(self) -> None:
+        """An offer channel going to Ringing is HandsetRinging; other states are nothing."""
+        ringing = event("ChannelStateChange", channel=channel("siaga-offer-1.7-1", "Ringing"))
+        assert run(ringing) == [core.HandsetRinging("siaga-offer-1.7-1")]
+        up = event("ChannelStateChange", channel=channel("siaga-offer-1.7-1", "Up"))
+        assert run(up) == []
+
+    def test_failures_by_cause(self) -> None:
+        """An offer destroyed before answer fails with a reason from its Q.850 cause."""
+        expected = {
+            17: core.HandsetFailure.BUSY,
+            19: core.HandsetFailure.NO_ANSWER,
+            21: core.HandsetFailure.REJECTED,
+            20: core.HandsetFailure.UNREACHABLE,
+        }
+        for cause, reason in expected.items():
+            ev = event(
+                "ChannelDestroyed",
+                channel=channel("siaga-offer-1.7-2", "Ring"),
+                cause=cause,
+                cause_txt="",
+            )
+            assert run(ev) == [core.HandsetFailed("siaga-offer-1.7-2", reason)]
+
+    def test_answered_handset_hangs_up(self) -> None:
+        """An answered offer destroyed is the taker leaving, with the cause."""
+        ev = event(
+            "ChannelDestroyed", channel=channel("siaga-offer-1.7-2", "Up"), cause=16, cause_txt=""
+        )
+        assert run(ev) == [core.HandsetHungUp("siaga-offer-1.7-2", 16)]
+        assert run(event("StasisEnd", channel=channel("siaga-offer-1.7-2"))) == []
+
+
+class TestOthers:
+    def test_prompt_finished_on_bridge(self) -> None:
+        """A playback on the call's bridge maps back to the call."""
+        pb = {
+            "id": "1.7-greeting",
+            "media_uri": "sound:siaga/greeting",
+            "target_uri": "bridge:siaga-call-1.7",
+            "language": "id",
+            "state": "done",
+        }
+        assert run(event("PlaybackFinished", playback=pb)) == [
+            core.PromptFinished("1.7", "1.7-greeting")
+        ]
+
+    def test_device_state(self) -> None:
+        """Endpoint state of a taker's handset becomes TakerDeviceChanged."""
+        ep = {"technology": "PJSIP", "resource": "taker1", "state": "offline", "channel_ids": []}
+        assert run(event("EndpointStateChange", endpoint=ep)) == [
+            core.TakerDeviceChanged("taker1", reachable=False)
+        ]
+        busy = {**ep, "state": "online", "channel_ids": ["private.1"]}
+        assert run(event("EndpointStateChange", endpoint=busy)) == [
+            core.TakerDeviceChanged("taker1", reachable=True, in_use=True)
+        ]
+        stranger = {**ep, "resource": "someone"}
+        assert run(event("EndpointStateChange", endpoint=stranger)) == []
+
+    def test_feature_codes(self) -> None:
+        """A feature-code call names the taker by endpoint and maps to its event."""
+        out = run(event("StasisStart", args=["feature", "pause", "taker1"], channel=channel("2.1")))
+        assert out == [FeatureRequest("2.1", "taker1", "pause")]
+        assert feature_event(FeatureRequest("2.1", "taker1", "pause")) == core.TakerPaused(
+            "taker1", "handset"
+        )
+        assert feature_event(FeatureRequest("2.1", "taker1", "login")) == core.TakerLoggedIn(
+            "taker1"
+        )
+        assert feature_event(FeatureRequest("2.1", None, "login")) is None
+        assert feature_event(FeatureRequest("2.1", "taker1", "dance")) is None
+
+    def test_unknown_event_is_nothing(self) -> None:
+        """Events we do not model translate to nothing."""
+        assert (
+            run(event("TextMessageReceived", message={"from": "x", "to": "y", "body": "z"})) == []
+        )
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+class TestFuzz:
+    @settings(max_examples=300)
+    @given(
+        st.sampled_from(
+            [
+                "StasisStart",
+                "StasisEnd",
+                "ChannelDestroyed",
+                "ChannelStateChange",
+                "PlaybackFinished",
+                "EndpointStateChange",
+            ]
+        ),
+        st.text(max_size=40),
+        st.lists(st.text(max_size=30), max_size=4),
+        st.dictionaries(st.sampled_from(["SIAGA_FROM", "SIAGA_PAI", "X"]), st.text(max_size=200)),
+        _json,
+    )
+    def test_any_parsable_event_translates_or_is_ignored(
+        self, kind: str, cid: str, args: list[str], vars_: dict[str, str], junk: Any
+    ) -> None:
+        """Whatever a parsable event holds, translation yields valid core events or nothing."""
+        payload = {
+            "type": kind,
+            "args": args,
+            "channel": channel(cid, channelvars=vars_, junk=junk),
+            "cause": 16,
+            "playback": {
+                "id": cid,
+                "media_uri": "x",
+                "target_uri": f"bridge:siaga-call-{cid}",
+                "state": "done",
+            },
+            "endpoint": {
+                "technology": "PJSIP",
+                "resource": cid,
+                "state": "online",
+                "channel_ids": args,
+            },
+        }
+        try:
+            ev = ari.parse_event(json.dumps(payload))
+        except ari.MalformedEvent:
+            return
+        for out in translate(ev, TAKERS, "main"):
+            assert isinstance(out, (FeatureRequest, *get_args(core.Event)))
