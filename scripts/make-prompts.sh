@@ -51,7 +51,9 @@ if up_to_date; then
 else
   WORK=$(mktemp -d)
   trap 'rm -rf "$WORK"' EXIT
-  say greeting "Selamat datang di layanan darurat Siaga satu satu dua. Mohon tetap di saluran, petugas kami akan segera menjawab panggilan Anda."
+  # Short on purpose: call takers are rung while it plays, and a taker who
+  # answers cuts it off, so it never delays an answer.
+  say greeting "Layanan darurat Siaga satu satu dua. Mohon tetap di saluran, petugas kami segera menjawab."
   say reassurance "Mohon tetap di saluran. Petugas kami segera menjawab panggilan Anda."
   say overflow "Panggilan Anda sedang dialihkan ke petugas cadangan. Mohon tetap di saluran."
   say feature-ok "Berhasil."
@@ -66,6 +68,14 @@ else
 fi
 
 if [ -n "$MOHDIR" ]; then
+  # The dialplan fallback rings the call takers while the caller hears this
+  # class: the greeting, then the reassurance, in a loop (musiconhold.conf
+  # [siaga-wait]), so the fallback never makes a caller wait for a prompt.
+  WAITDIR="$(dirname "$MOHDIR")/siaga-wait"
+  mkdir -p "$WAITDIR"
+  install -m 0644 "$DEST/greeting.wav" "$WAITDIR/1-greeting.wav"
+  install -m 0644 "$DEST/reassurance.wav" "$WAITDIR/2-reassurance.wav"
+
   if compgen -G "$MOHDIR/*.wav" >/dev/null || compgen -G "$MOHDIR/*.gsm" >/dev/null \
      || compgen -G "$MOHDIR/*.ulaw" >/dev/null; then
     log "music on hold in $MOHDIR already present"

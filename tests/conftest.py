@@ -1,4 +1,5 @@
-"""Suite-wide fixtures: the REAL PostgreSQL.
+"""Suite-wide fixtures: the REAL PostgreSQL, a real Asterisk 22 (test profile),
+sipp callers and handsets, and the real service as a subprocess.
 
 Each test module gets its own freshly created database with a random name
 (``migrated_dsn``), dropped when the module finishes; tests that need an empty
@@ -12,12 +13,16 @@ it never touches the event loop pytest-asyncio gives the tests.
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from harness import AsteriskInstance, asterisk_fixture, sipp_fixture
+from harness.service import ServiceFactory, ServiceProcess, free_port, service_env
 
 from pgtools import (
     ADMIN_DSN,
@@ -84,3 +89,61 @@ def closed_port_dsn() -> str:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     return f"postgresql://{PG_USER}@127.0.0.1:{port}/nowhere"
+
+
+# ---- end to end ------------------------------------------------------------
+
+asterisk_instance = asterisk_fixture("test")
+sipp = sipp_fixture("asterisk_instance")
+
+
+@pytest.fixture
+def e2e_dsn(pg_available: None) -> Iterator[str]:
+    """A fresh, migrated database for one end-to-end test."""
+    name = create_database()
+    dsn = dsn_for(name)
+    run_sync(lambda: migrate(dsn))
+    try:
+        yield dsn
+    finally:
+        drop_database(name)
+
+
+@pytest.fixture
+def service(
+    asterisk_instance: AsteriskInstance, e2e_dsn: str, tmp_path: Path
+) -> Iterator[ServiceFactory]:
+    """Start the real service against the test Asterisk; stop it (by pid) afterwards.
+
+    Call it with ``extra={"SIAGA_...": ...}`` to change settings. A second call
+    starts another process with the same state dir (a restart)."""
+    started: list[ServiceProcess] = []
+    port = free_port()
+
+    def start(
+        *, extra: dict[str, str] | None = None, wait_connected: bool = True
+    ) -> ServiceProcess:
+        env = service_env(
+            ari_url=asterisk_instance.ari_url,
+            ari_password=asterisk_instance.ari_password,
+            dsn=e2e_dsn,
+            state_dir=tmp_path / "state",
+            recording_dir=asterisk_instance.recording_dir,
+            port=port,
+            extra=extra,
+        )
+        proc = ServiceProcess(env, port, tmp_path / f"service-{len(started)}.log")
+        started.append(proc)
+        proc.start(wait_connected=wait_connected)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop(signal.SIGTERM)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test under tests/e2e is marked ``e2e``."""
+    for item in items:
+        if "/e2e/" in str(item.path):
+            item.add_marker(pytest.mark.e2e)

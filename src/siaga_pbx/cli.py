@@ -14,6 +14,8 @@ import asyncpg
 
 from . import __version__, ari, logs
 from .config import ConfigError, Settings, load
+from .incidents import migrate, purge
+from .runtime import Runtime
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,8 +51,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _run(settings: Settings) -> int:
-    from .runtime import Runtime
-
     rt = Runtime(settings)
     rt.install_signal_handlers()
     await rt.run()
@@ -58,8 +58,6 @@ async def _run(settings: Settings) -> int:
 
 
 async def _migrate(settings: Settings) -> int:
-    from .incidents import migrate
-
     try:
         applied = await migrate(settings.database_dsn)
     except (OSError, asyncpg.PostgresError) as exc:
@@ -73,8 +71,6 @@ async def _migrate(settings: Settings) -> int:
 
 
 async def _purge(settings: Settings, *, dry_run: bool) -> int:
-    from .incidents import purge
-
     report = await purge(
         settings.database_dsn,
         recordings_days=settings.recording_retention_days,
@@ -136,7 +132,8 @@ async def doctor(settings: Settings) -> int:
         try:
             version = await conn.fetchval("SHOW server_version")
             applied = await conn.fetchval(
-                "SELECT count(*) FROM information_schema.tables WHERE table_name='schema_migrations'"
+                "SELECT count(*) FROM information_schema.tables"
+                " WHERE table_name = 'schema_migrations'"
             )
         finally:
             await conn.close()

@@ -28,6 +28,10 @@ LAB_ARI_PASSWORD = "siaga-lab-ari"  # noqa: S105 - the documented lab credential
 LAB_API_TOKEN = "lab-admin-token"  # noqa: S105 - the documented lab credential
 
 
+Role = Literal["admin", "supervisor", "taker", "ops"]
+_ADMIN: Role = "admin"
+
+
 class ConfigError(Exception):
     """The configuration is invalid; the message says which setting and why."""
 
@@ -51,9 +55,7 @@ class HttpSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     # bearer token -> role (admin, supervisor, taker, ops)
-    tokens: dict[str, Literal["admin", "supervisor", "taker", "ops"]] = Field(
-        default_factory=lambda: {LAB_API_TOKEN: "admin"}
-    )
+    tokens: dict[str, Role] = Field(default_factory=lambda: {LAB_API_TOKEN: _ADMIN})
 
 
 class OverflowSettings(BaseModel):
@@ -76,6 +78,7 @@ class QueueSettings(BaseModel):
     reassurance_every_s: float | None = 30.0
     announce_position: bool = False
     requeue_dropped_at_head: bool = True
+    requeue_on_taker_hangup: bool = False
     normal_priority: int = 5
     repeat_caller_priority: int = 3
     repeat_window_s: float = 600.0
@@ -101,6 +104,7 @@ class QueueSettings(BaseModel):
             reassurance_every_s=self.reassurance_every_s,
             announce_position=self.announce_position,
             requeue_dropped_at_head=self.requeue_dropped_at_head,
+            requeue_on_taker_hangup=self.requeue_on_taker_hangup,
         )
 
 

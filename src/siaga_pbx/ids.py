@@ -19,6 +19,10 @@ import re
 
 PREFIX = "siaga-"
 _BRIDGE = "siaga-call-"
+# The kinds of object we create. A channel Asterisk names itself (a caller's
+# uniqueid, which may begin with a system name such as "siaga-lab-") is not
+# ours, so ownership is decided by these, not by the bare prefix.
+_KINDS = ("siaga-call-", "siaga-offer-", "siaga-snoop-", "siaga-disp-", "siaga-callback-")
 _OFFER = re.compile(r"^siaga-offer-(?P<call_id>.+)-(?P<n>\d+)$")
 # Asterisk uniqueids look like "1732812345.12" (optionally with a system-name
 # prefix). We accept any id made of these characters and refuse anything else,
@@ -59,4 +63,5 @@ def parse_offer_id(channel_id: str) -> tuple[str, int] | None:
 
 
 def is_ours(object_id: str) -> bool:
-    return object_id.startswith(PREFIX)
+    """An object this service created (and may sweep)."""
+    return object_id.startswith(_KINDS)

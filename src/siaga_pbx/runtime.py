@@ -34,7 +34,7 @@ from .adapters.metrics import Metrics
 from .config import Settings
 from .incidents import IncidentRecorder, IncidentStore, Outbox, OutboxRelay, add_incident_routes
 from .recovery import resynchronise
-from .service import CallService
+from .service import CallService, Resync
 
 log = structlog.get_logger(__name__)
 
@@ -147,8 +147,6 @@ class Runtime:
                 log.info("service.stopped")
 
     async def _on_connected(self) -> None:
-        from .service import Resync
-
         if self.service is not None:
             self.service.submit(Resync())
 

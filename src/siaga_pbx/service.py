@@ -133,7 +133,9 @@ class CallService:
                     count += 1
                     log.info("shutdown.caller_handed_back")
                 except Exception as exc:  # noqa: BLE001 - try every caller
-                    log.error("shutdown.hand_back_failed", error=str(exc)[:300])
+                    log.error(  # noqa: TRY400 - expected when the caller just hung up
+                        "shutdown.hand_back_failed", error=str(exc)[:300]
+                    )
         for attempt_id in self.distributor.live_offers():
             await self._runner.run(core.CancelRing(attempt_id))
         return count
@@ -145,11 +147,28 @@ class CallService:
                 await self._process(item)
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception:  # the loop must outlive any one event
                 log.exception("service.item_failed", item=type(item).__name__)
+                await self._rescue(item)
             finally:
                 self.handled += 1
                 self.inbox.task_done()
+
+    async def _rescue(self, item: Item) -> None:
+        """A caller whose arrival we failed to handle must not sit in our app
+        unanswered: hand them straight to the dialplan fallback, which rings
+        the call takers without us."""
+        if not (isinstance(item, ari.StasisStart) and item.args[:1] in ((), ("caller",))):
+            return
+        call_id = item.channel.id
+        if call_id in self.distributor.known_calls():
+            return  # the core has them; its own recovery paths apply
+        with structlog.contextvars.bound_contextvars(call_id=call_id):
+            try:
+                await self._runner.hand_back(call_id)
+                log.error("service.caller_rescued_to_fallback")
+            except Exception as exc:  # noqa: BLE001 - nothing more we can do here
+                log.critical("service.caller_rescue_failed", error=str(exc)[:300])
 
     def cancel_timers(self) -> None:
         for handle in self._timers.values():
@@ -187,7 +206,7 @@ class CallService:
         incident_id = self._incidents.get(call_id) if call_id else None
         with structlog.contextvars.bound_contextvars(call_id=call_id, incident_id=incident_id):
             commands = self.distributor.handle(event, now)
-            log.debug("core.handled", event=type(event).__name__, commands=len(commands))
+            log.debug("core.handled", core_event=type(event).__name__, commands=len(commands))
             for cmd in commands:
                 await self._execute(cmd)
 

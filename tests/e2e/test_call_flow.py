@@ -9,24 +9,25 @@ records the call bridge from arrival to the end.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from harness import TONE_A_HZ, TONE_B_HZ, AsteriskInstance, SippRunner
 from harness.checks import tone_strength, wait_clean, wait_rows, wav_duration
-
 from harness.service import ServiceFactory
 
 CALLER_NUMBER = "081234567890"
 PAI_NUMBER = "+6281234567890"
 CALLER_NAME = "Budi Santoso"
+ABSENT_HZ = 2500  # a frequency nobody sends
 
 
-def _call_row(dsn: str) -> dict[str, object]:
+def _call_row(dsn: str) -> dict[str, Any]:
     rows = wait_rows(dsn, "SELECT * FROM calls")
     assert len(rows) == 1, rows
     return rows[0]
 
 
-def _stages(dsn: str, call_id: str, until: str) -> list[dict[str, object]]:
+def _stages(dsn: str, call_id: str, until: str) -> list[dict[str, Any]]:
     return wait_rows(
         dsn,
         "SELECT stage, at, detail FROM timeline WHERE call_id = $1 ORDER BY id",
@@ -78,7 +79,7 @@ class TestFoundationCall:
 
         # The taker's handset rang while the greeting was still playing: the
         # offer came well within the greeting's length, not after it.
-        at = {r["stage"]: float(r["at"]) for r in reversed(timeline)}
+        at = {r["stage"]: r["at"].timestamp() for r in reversed(timeline)}
         assert at["offered"] - at["arrived"] < 1.0, timeline
 
         recording = asterisk_instance.recording_dir / f"siaga-call-{call_id}.wav"
@@ -90,6 +91,7 @@ class TestFoundationCall:
         assert 4.0 <= duration <= elapsed + 0.5, (duration, elapsed)
         assert tone_strength(recording, TONE_A_HZ) > 50
         assert tone_strength(recording, TONE_B_HZ) > 50
+        assert tone_strength(recording, ABSENT_HZ) < 20  # the measure can tell
         wait_clean(asterisk_instance)
 
     def test_taker_hangs_up_first(

@@ -22,7 +22,8 @@ How a call sits in Asterisk (see ``siaga_pbx.ids`` for the names):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 
 import structlog
@@ -204,11 +205,10 @@ class AriCommandRunner:
             return f"digits:{int(prompt.split(':', 1)[1])}"
         return str(getattr(self._prompts, prompt, f"sound:siaga/{prompt}"))
 
-    async def _ignoring(self, coro: object, *errors: type[Exception]) -> None:
-        try:
-            await coro  # type: ignore[misc]
-        except errors:
-            pass
+    async def _ignoring(self, coro: Awaitable[object], *errors: type[Exception]) -> None:
+        """Await ``coro``; the given errors mean "already done" (see the module doc)."""
+        with contextlib.suppress(*errors):
+            await coro
 
     async def run(self, cmd: core.Command) -> None:
         rest = self._rest

@@ -171,6 +171,7 @@ def _queue_json(q: core.QueueConfig) -> dict[str, Any]:
         "reassurance_every_s": q.reassurance_every_s,
         "announce_position": q.announce_position,
         "requeue_dropped_at_head": q.requeue_dropped_at_head,
+        "requeue_on_taker_hangup": q.requeue_on_taker_hangup,
     }
 
 

@@ -25,10 +25,14 @@ ANSWER_BUCKETS = (1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 120.0, 300.
 
 class _LiveCollector(Collector):
     def __init__(
-        self, snapshot: Callable[[], dict[str, Any]], extra: Callable[[], dict[str, float]]
+        self,
+        snapshot: Callable[[], dict[str, Any]],
+        extra: Callable[[], dict[str, float]],
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._snapshot = snapshot
         self._extra = extra
+        self._clock = clock
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         snap = self._snapshot()
@@ -50,9 +54,17 @@ class _LiveCollector(Collector):
             counts[str(t["status"])] = counts.get(str(t["status"]), 0) + 1
         for status, n in counts.items():
             takers.add_metric([status], n)
+        pending = snap.get("callbacks", [])
         callbacks = GaugeMetricFamily("siaga_callbacks_pending", "Abandoned callers to call back")
-        callbacks.add_metric([], len(snap.get("callbacks", [])))
-        yield from (waiting, oldest, takers, callbacks)
+        callbacks.add_metric([], len(pending))
+        oldest_cb = GaugeMetricFamily(
+            "siaga_callback_oldest_age_seconds", "Age of the oldest pending callback"
+        )
+        now = self._clock()
+        oldest_cb.add_metric(
+            [], max((now - float(c["abandoned_at"]) for c in pending), default=0.0)
+        )
+        yield from (waiting, oldest, takers, callbacks, oldest_cb)
         for name, value in self._extra().items():
             g = GaugeMetricFamily(name, name.replace("_", " "))
             g.add_metric([], value)

@@ -72,6 +72,9 @@ class QueueConfig:
     reassurance_every_s: float | None = 30.0
     announce_position: bool = False
     requeue_dropped_at_head: bool = True
+    # A taker's plain hangup (Q.850 cause 16) ends the call; a drop (any other
+    # cause) always requeues the caller. True: requeue on every taker hangup.
+    requeue_on_taker_hangup: bool = False
 
     def __post_init__(self) -> None:
         if not self.name:

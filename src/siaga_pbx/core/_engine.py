@@ -161,6 +161,7 @@ from ._takers import TAKER_TRANSITIONS, Taker, TakerInput
 
 DEVICE_RECHECK_S: Final = 30.0  # a blocked taker is rung again after this at the latest
 MISSED_CALLS: Final = "missed-calls"  # pause reason after max_misses
+NORMAL_CLEARING: Final = 16  # Q.850: a plain hangup (BYE), as opposed to a failure
 _REDIRECT_MEMORY: Final = 1000  # redirected callers remembered, for RedirectCaller failures
 
 _I = TakerInput
@@ -312,6 +313,29 @@ class Distributor:
             for e in self._callbacks.values()
         ]
         return {"queues": queues, "takers": takers, "callbacks": callbacks}
+
+    @property
+    def default_queue(self) -> str:
+        return self._config.default_queue
+
+    def known_calls(self) -> set[str]:
+        """Every caller the core holds: waiting, ringing or connected."""
+        return set(self._callers)
+
+    def waiting_calls(self) -> list[str]:
+        """Callers not connected to a taker, in order of service."""
+        return [c.call_id for q in self._queues for c in self._waiting_in(q)]
+
+    def live_offers(self) -> dict[str, str]:
+        """Offers still ringing: attempt id -> call id."""
+        return {aid: call for aid, (call, _taker) in self._offers.items()}
+
+    def connected_attempts(self) -> dict[str, str]:
+        """Answered offers bridged with their caller: attempt id -> call id."""
+        return dict(self._connected)
+
+    def is_connected(self, attempt_id: str) -> bool:
+        return attempt_id in self._connected
 
     def __repr__(self) -> str:
         states = [c.state for c in self._callers.values()]
@@ -473,12 +497,16 @@ class Distributor:
 
     def _connected_caller_left(self, c: Caller, cause: int, now: float) -> list[Command]:
         """The normal end of a call: the caller hung up first."""
+        return self._connected_call_ended(c, "caller", cause, now)
+
+    def _connected_call_ended(self, c: Caller, side: str, cause: int, now: float) -> list[Command]:
+        """A connected call is over (``side`` hung up): release both sides."""
         aid, tid = c.attempt_id, c.taker_id
         assert aid is not None  # connected
         assert tid is not None
-        del self._connected[aid]
+        self._connected.pop(aid, None)  # already gone when the handset hung up
         del self._callers[c.call_id]
-        detail: _Detail = {"side": "caller", "cause": cause, "taker_id": tid}
+        detail: _Detail = {"side": side, "cause": cause, "taker_id": tid}
         detail["talk_s"] = now - (c.answered_at if c.answered_at is not None else now)
         cmds: list[Command] = [
             ReleaseHandset(aid),
@@ -542,6 +570,7 @@ class Distributor:
     def _requeue(self, c: Caller, reason: str, now: float) -> list[Command]:
         """A caller whose call did not hold goes back to waiting, hearing hold."""
         q = self._queue_of(c)
+        c.queue = q.name  # their queue may have been removed meanwhile
         if q.requeue_dropped_at_head:
             self._head_seq += 1
             c.band, c.seq = HEAD_BAND, self._head_seq
@@ -691,8 +720,13 @@ class Distributor:
         c = self._callers[call_id]
         tid = c.taker_id
         assert tid is not None  # connected
+        if ev.cause == NORMAL_CLEARING and not self._queue_of(c).requeue_on_taker_hangup:
+            # The taker ended the call deliberately (a plain BYE): it is over.
+            return self._connected_call_ended(c, "taker", ev.cause, now)
         c.attempt_id = c.taker_id = c.answered_at = None
-        # The caller is never cut off by the centre: their side stays up.
+        # A drop (any other cause: network, handset failure) or a centre that
+        # requeues on every taker hangup: the caller's side stays up and goes
+        # back to the queue. The caller is never cut off by a failure of ours.
         left: _Detail = {"taker_id": tid, "cause": ev.cause, "side": "taker"}
         cmds: list[Command] = [self._call_event(c, CallStage.TAKER_LEFT, now, left)]
         return cmds + self._requeue(c, "taker-left", now) + self._taker_left_call(tid, c, now)

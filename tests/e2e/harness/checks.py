@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 import numpy as np
+
 from pgtools import run_sync
 
 from .asterisk import AsteriskInstance

@@ -16,12 +16,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
-TOKEN = "e2e-admin-token"  # noqa: S105 - a test credential
+TOKEN = "e2e-admin-token"
 
 
 def free_port() -> int:
@@ -44,7 +44,7 @@ class ServiceProcess:
 
     def start(self, *, wait_connected: bool = True, timeout: float = 20.0) -> None:
         self._log_file = self.log_path.open("ab")
-        self.proc = subprocess.Popen(  # noqa: S603 - our own entry point
+        self.proc = subprocess.Popen(
             [sys.executable, "-m", "siaga_pbx", "run"],
             env=self.env,
             stdout=self._log_file,
@@ -54,22 +54,22 @@ class ServiceProcess:
             self.wait_until(lambda h: bool(h.get("ari_connected")), timeout, "ARI connected")
 
     def health(self) -> dict[str, Any]:
-        return self.get("/healthz", auth=False)
+        return dict(self.get("/healthz", auth=False))
 
     def get(self, path: str, *, auth: bool = True) -> Any:
-        req = urllib.request.Request(self.url + path)  # noqa: S310 - loopback http
+        req = urllib.request.Request(self.url + path)
         if auth:
             req.add_header("Authorization", f"Bearer {TOKEN}")
-        with urllib.request.urlopen(req, timeout=5) as resp:  # noqa: S310
+        with urllib.request.urlopen(req, timeout=5) as resp:
             return json.loads(resp.read())
 
     def post(self, path: str, body: Any = None, *, method: str = "POST") -> tuple[int, Any]:
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.url + path, data=data, method=method)  # noqa: S310
+        req = urllib.request.Request(self.url + path, data=data, method=method)
         req.add_header("Authorization", f"Bearer {TOKEN}")
         req.add_header("Content-Type", "application/json")
         try:
-            with urllib.request.urlopen(req, timeout=5) as resp:  # noqa: S310
+            with urllib.request.urlopen(req, timeout=5) as resp:
                 return resp.status, json.loads(resp.read() or b"null")
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read() or b"null")

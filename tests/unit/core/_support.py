@@ -31,9 +31,7 @@ def queue(name: str = "main", **kw: object) -> QueueConfig:
     return QueueConfig(name, **kw)  # type: ignore[arg-type]
 
 
-def centre(
-    queues: Sequence[QueueConfig] = (), takers: Sequence[TakerConfig] = ()
-) -> CentreConfig:
+def centre(queues: Sequence[QueueConfig] = (), takers: Sequence[TakerConfig] = ()) -> CentreConfig:
     return CentreConfig(
         queues=tuple(queues) or (queue(),),
         takers=tuple(takers) or (taker("t1"), taker("t2")),

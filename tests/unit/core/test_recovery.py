@@ -31,26 +31,41 @@ from ._support import Driver, arrived, centre, offer, queue, taker, who
 class TestAdoption:
     def test_restart_rebuilds_calls_then_waiting_callers_in_order(self) -> None:
         """Adopted connected calls keep their taker; adopted callers are offered by arrival."""
-        d = Driver(centre([queue(overflow=Overflow(after_s=60.0, queue="backup")),
-                           queue("backup")],
-                          [taker("t1"), taker("t2")]))
+        d = Driver(
+            centre(
+                [queue(overflow=Overflow(after_s=60.0, queue="backup")), queue("backup")],
+                [taker("t1"), taker("t2")],
+            )
+        )
         core = d.core
         assert core.adopt_connected_call(
-            "c1", caller=who(), queue="main", arrived_at=-50.0, attempt_id=offer("c1", 2),
-            taker_id="t1", now=0.0,
+            "c1",
+            caller=who(),
+            queue="main",
+            arrived_at=-50.0,
+            attempt_id=offer("c1", 2),
+            taker_id="t1",
+            now=0.0,
         ) == [PublishTakerState("t1", TakerStatus.ON_CALL, 0.0)]
         assert core.adopt_waiting_caller(
-            "c2", caller=who("0811000002"), queue="main", arrived_at=-30.0, now=0.0,
+            "c2",
+            caller=who("0811000002"),
+            queue="main",
+            arrived_at=-30.0,
+            now=0.0,
             offers_made=3,
         ) == [
             StartHold("c2", HoldMode.RINGBACK, "default"),
             StartTimer("siaga-overflow-c2", 30.0),
         ]
-        core.adopt_waiting_caller("c3", caller=who("0811000003"), queue="main",
-                                  arrived_at=-10.0, now=0.0)
+        core.adopt_waiting_caller(
+            "c3", caller=who("0811000003"), queue="main", arrived_at=-10.0, now=0.0
+        )
         cmds = core.resume(0.0)
-        assert cmds[:2] == [PublishTakerState("t1", TakerStatus.ON_CALL, 0.0),
-                            PublishTakerState("t2", TakerStatus.AVAILABLE, 0.0)]
+        assert cmds[:2] == [
+            PublishTakerState("t1", TakerStatus.ON_CALL, 0.0),
+            PublishTakerState("t2", TakerStatus.AVAILABLE, 0.0),
+        ]
         rings = [c for c in cmds if isinstance(c, RingHandset)]
         assert [(r.call_id, r.attempt_id, r.taker_id) for r in rings] == [
             ("c2", offer("c2", 4), "t2")
@@ -62,10 +77,17 @@ class TestAdoption:
     def test_adopted_call_of_an_unconfigured_taker_survives(self) -> None:
         """A call bridged to a taker no longer configured is kept; the taker leaves after."""
         d = Driver(centre([queue()], [taker("t1")]))
-        d.core.adopt_connected_call("c1", caller=who(), queue="main", arrived_at=0.0,
-                                    attempt_id=offer("c1", 1), taker_id="gone", now=1.0)
+        d.core.adopt_connected_call(
+            "c1",
+            caller=who(),
+            queue="main",
+            arrived_at=0.0,
+            attempt_id=offer("c1", 1),
+            taker_id="gone",
+            now=1.0,
+        )
         assert [c["taker_id"] for c in d.connected()] == ["gone"]
-        cmds = d.feed(HandsetHungUp(offer("c1", 1)), 2.0)
+        cmds = d.feed(HandsetHungUp(offer("c1", 1), cause=34), 2.0)
         assert d.status("gone") == "absent"
         assert any(isinstance(c, RingHandset) and c.taker_id == "t1" for c in cmds)
 
@@ -94,13 +116,28 @@ class TestViews:
         d.now = 20.0
         snap = json.loads(json.dumps(d.core.snapshot(20.0)))
         assert snap["queues"][0]["waiting"] == [
-            {"call_id": "c1", "number": "0811000001", "priority": 5, "wait_s": 10.0,
-             "state": "ringing", "position": 1, "at_head": False},
-            {"call_id": "c2", "number": "0811000002", "priority": 5, "wait_s": 8.0,
-             "state": "waiting", "position": 2, "at_head": False},
+            {
+                "call_id": "c1",
+                "number": "0811000001",
+                "priority": 5,
+                "wait_s": 10.0,
+                "state": "ringing",
+                "position": 1,
+                "at_head": False,
+            },
+            {
+                "call_id": "c2",
+                "number": "0811000002",
+                "priority": 5,
+                "wait_s": 8.0,
+                "state": "waiting",
+                "position": 2,
+                "at_head": False,
+            },
         ]
         assert [(t["id"], t["status"], t["since"]) for t in snap["takers"]] == [
-            ("t1", "ringing", 10.0), ("t2", "offline", None)
+            ("t1", "ringing", 10.0),
+            ("t2", "offline", None),
         ]
 
     def test_repr_shows_the_state(self) -> None:
@@ -108,8 +145,7 @@ class TestViews:
         d = Driver()
         d.feed(arrived("c1"))
         assert repr(d.core) == (
-            "<Distributor waiting=0 ringing=1 connected=0 takers=available:1,ringing:1"
-            " callbacks=0>"
+            "<Distributor waiting=0 ringing=1 connected=0 takers=available:1,ringing:1 callbacks=0>"
         )
 
     def test_connect_is_issued_once_per_answer(self) -> None:

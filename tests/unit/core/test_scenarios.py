@@ -66,8 +66,16 @@ def arrival(call_id: str, at: float = 0.0, prio: int = 5, q: str = "main") -> li
     """The commands every arrival starts with (no reassurance configured)."""
     return [
         AnswerCaller(call_id),
-        ev(call_id, CallStage.ARRIVED, at, queue=q, number="0811000001", priority=prio,
-           repeat=False, trunk=""),
+        ev(
+            call_id,
+            CallStage.ARRIVED,
+            at,
+            queue=q,
+            number="0811000001",
+            priority=prio,
+            repeat=False,
+            trunk="",
+        ),
         PlayPrompt(call_id, f"{call_id}-greeting", "greeting"),
         ev(call_id, CallStage.QUEUED, at, queue=q, priority=prio),
     ]
@@ -77,8 +85,15 @@ def answer(call_id: str, n: int, tid: str, at: float, arrived_at: float = 0.0) -
     aid = offer(call_id, n)
     return [
         ConnectCall(call_id, aid, tid),
-        ev(call_id, CallStage.ANSWERED, at, taker_id=tid, attempt_id=aid, queue="main",
-           wait_s=at - arrived_at),
+        ev(
+            call_id,
+            CallStage.ANSWERED,
+            at,
+            taker_id=tid,
+            attempt_id=aid,
+            queue="main",
+            wait_s=at - arrived_at,
+        ),
         PublishTakerState(tid, ON, at),
     ]
 
@@ -117,8 +132,12 @@ class TestArrival:
 
     def test_reassurance_interrupts_hold_then_resumes_it(self) -> None:
         """Reassurance and position prompts interrupt hold, which resumes after."""
-        d = Driver(centre([queue(reassurance_every_s=30.0, announce_position=True)],
-                          [taker("t1", logged_in=False)]))
+        d = Driver(
+            centre(
+                [queue(reassurance_every_s=30.0, announce_position=True)],
+                [taker("t1", logged_in=False)],
+            )
+        )
         d.feed(arrived("c1"))
         d.feed(PromptFinished("c1", "c1-greeting"), 5.0)
         assert d.feed(TimerFired("siaga-reassure-c1"), 30.0) == [
@@ -165,10 +184,34 @@ class TestAnswer:
         assert d.feed(CallerHungUp("c1"), 60.0) == [
             ReleaseHandset(offer("c1", 1)),
             EndCall("c1"),
-            ev("c1", CallStage.HUNG_UP, 60.0, side="caller", cause=16, taker_id="t1",
-               talk_s=57.0),
+            ev("c1", CallStage.HUNG_UP, 60.0, side="caller", cause=16, taker_id="t1", talk_s=57.0),
             PublishTakerState("t1", A, 60.0),
         ]
+
+    def test_taker_plain_hangup_ends_the_call(self) -> None:
+        """A taker's plain BYE (cause 16) ends the call for both sides."""
+        d = Driver()
+        d.feed(arrived("c1"))
+        d.feed(HandsetAnswered(offer("c1", 1)), 3.0)
+        assert d.feed(HandsetHungUp(offer("c1", 1), cause=16), 40.0) == [
+            ReleaseHandset(offer("c1", 1)),
+            EndCall("c1"),
+            ev("c1", CallStage.HUNG_UP, 40.0, side="taker", cause=16, taker_id="t1", talk_s=37.0),
+            PublishTakerState("t1", A, 40.0),
+        ]
+        assert d.waiting() == []
+
+    def test_centre_may_requeue_on_every_taker_hangup(self) -> None:
+        """With requeue_on_taker_hangup even a plain BYE puts the caller back in the queue."""
+        d = Driver(centre([queue(requeue_on_taker_hangup=True)], [taker("t1")]))
+        d.feed(arrived("c1"))
+        d.feed(HandsetAnswered(offer("c1", 1)), 3.0)
+        cmds = d.feed(HandsetHungUp(offer("c1", 1), cause=16), 40.0)
+        assert cmds[:2] == [
+            ev("c1", CallStage.TAKER_LEFT, 40.0, taker_id="t1", cause=16, side="taker"),
+            ev("c1", CallStage.REQUEUED, 40.0, queue="main", reason="taker-left", at_head=True),
+        ]
+        assert not any(isinstance(c, EndCall) for c in cmds)
 
     def test_wrap_up_keeps_the_taker_from_calls_until_its_timer(self) -> None:
         """After a call the taker wraps up; only then are they offered the next caller."""
@@ -179,8 +222,7 @@ class TestAnswer:
         assert d.feed(CallerHungUp("c1"), 30.0) == [
             ReleaseHandset(offer("c1", 1)),
             EndCall("c1"),
-            ev("c1", CallStage.HUNG_UP, 30.0, side="caller", cause=16, taker_id="t1",
-               talk_s=28.0),
+            ev("c1", CallStage.HUNG_UP, 30.0, side="caller", cause=16, taker_id="t1", talk_s=28.0),
             PublishTakerState("t1", TakerStatus.WRAP_UP, 30.0),
             StartTimer("siaga-wrapup-t1", 40.0),
         ]
@@ -198,14 +240,29 @@ class TestAbandon:
         entry = CallbackEntry("c1", "0811000001", 1.0, 9.0, "main", "waiting")
         assert d.feed(CallerHungUp("c1", cause=16), 9.0) == [
             CancelTimer("siaga-reassure-c1"),
-            ev("c1", CallStage.ABANDONED, 9.0, queue="main", where="waiting", wait_s=8.0,
-               cause=16, number="0811000001"),
+            ev(
+                "c1",
+                CallStage.ABANDONED,
+                9.0,
+                queue="main",
+                where="waiting",
+                wait_s=8.0,
+                cause=16,
+                number="0811000001",
+            ),
             AddCallback(entry),
             EndCall("c1"),
         ]
         assert d.core.snapshot(9.0)["callbacks"] == [
-            {"call_id": "c1", "number": "0811000001", "queue": "main", "arrived_at": 1.0,
-             "abandoned_at": 9.0, "wait_s": 8.0, "where": "waiting"},
+            {
+                "call_id": "c1",
+                "number": "0811000001",
+                "queue": "main",
+                "arrived_at": 1.0,
+                "abandoned_at": 9.0,
+                "wait_s": 8.0,
+                "where": "waiting",
+            },
         ]
 
     def test_abandon_while_ringing_cancels_the_ring(self) -> None:
@@ -217,8 +274,16 @@ class TestAbandon:
             CancelRing(offer("c1", 1)),
             CancelTimer(ring_timer("c1", 1)),
             PublishTakerState("t1", A, 4.0),
-            ev("c1", CallStage.ABANDONED, 4.0, queue="main", where="ringing", wait_s=4.0,
-               cause=16, number="0811000001"),
+            ev(
+                "c1",
+                CallStage.ABANDONED,
+                4.0,
+                queue="main",
+                where="ringing",
+                wait_s=4.0,
+                cause=16,
+                number="0811000001",
+            ),
             AddCallback(entry),
             EndCall("c1"),
         ]
@@ -239,8 +304,14 @@ class TestRingNoAnswer:
         d.feed(arrived("c1"))
         assert d.feed(TimerFired(ring_timer("c1", 1)), 15.0) == [
             CancelRing(offer("c1", 1)),
-            ev("c1", CallStage.OFFER_FAILED, 15.0, taker_id="t1", attempt_id=offer("c1", 1),
-               reason="no_answer"),
+            ev(
+                "c1",
+                CallStage.OFFER_FAILED,
+                15.0,
+                taker_id="t1",
+                attempt_id=offer("c1", 1),
+                reason="no_answer",
+            ),
             PublishTakerState("t1", A, 15.0),
             StartTimer("siaga-retry-c1", 17.0),
         ]
@@ -253,15 +324,27 @@ class TestRingNoAnswer:
         # first miss: the only taker is rung again at once (a new round)
         assert d.feed(HandsetFailed(offer("c1", 1), HandsetFailure.NO_ANSWER), 15.0) == [
             CancelTimer(ring_timer("c1", 1)),
-            ev("c1", CallStage.OFFER_FAILED, 15.0, taker_id="t1", attempt_id=offer("c1", 1),
-               reason="no_answer"),
+            ev(
+                "c1",
+                CallStage.OFFER_FAILED,
+                15.0,
+                taker_id="t1",
+                attempt_id=offer("c1", 1),
+                reason="no_answer",
+            ),
             PublishTakerState("t1", A, 15.0),
             *ring("c1", 2, "t1", 15.0),
         ]
         assert d.feed(TimerFired(ring_timer("c1", 2)), 30.0) == [
             CancelRing(offer("c1", 2)),
-            ev("c1", CallStage.OFFER_FAILED, 30.0, taker_id="t1", attempt_id=offer("c1", 2),
-               reason="no_answer"),
+            ev(
+                "c1",
+                CallStage.OFFER_FAILED,
+                30.0,
+                taker_id="t1",
+                attempt_id=offer("c1", 2),
+                reason="no_answer",
+            ),
             PublishTakerState("t1", PA, 30.0, MISSED_CALLS),
         ]
         # unpausing starts afresh: misses back to 0, and the caller is rung
@@ -277,8 +360,14 @@ class TestRingNoAnswer:
         d.feed(arrived("c1"))
         assert d.feed(HandsetFailed(offer("c1", 1), HandsetFailure.BUSY), 1.0) == [
             CancelTimer(ring_timer("c1", 1)),
-            ev("c1", CallStage.OFFER_FAILED, 1.0, taker_id="t1", attempt_id=offer("c1", 1),
-               reason="busy"),
+            ev(
+                "c1",
+                CallStage.OFFER_FAILED,
+                1.0,
+                taker_id="t1",
+                attempt_id=offer("c1", 1),
+                reason="busy",
+            ),
             PublishTakerState("t1", A, 1.0),
             StartTimer("siaga-device-t1", 31.0),
             *ring("c1", 2, "t2", 1.0),
@@ -295,8 +384,12 @@ class TestRingNoAnswer:
 class TestRequeue:
     def _two_waiting_behind_a_call(self, *, at_head: bool) -> Driver:
         rules = PriorityRules(numbers={"0811000099": 1})
-        d = Driver(centre([queue(priorities=rules, requeue_dropped_at_head=at_head)],
-                          [taker("t1"), taker("t2", logged_in=False)]))
+        d = Driver(
+            centre(
+                [queue(priorities=rules, requeue_dropped_at_head=at_head)],
+                [taker("t1"), taker("t2", logged_in=False)],
+            )
+        )
         d.feed(arrived("c1"))
         d.feed(HandsetAnswered(offer("c1", 1)), 2.0)
         d.feed(arrived("c2", number="0811000002"), 3.0)
@@ -316,11 +409,12 @@ class TestRequeue:
         assert [w["call_id"] for w in d.waiting()] == ["c1", "c3", "c2"]
 
     def test_without_head_requeue_the_caller_keeps_its_arrival_place(self) -> None:
-        """With requeue_dropped_at_head off, a dropped caller is requeued by priority and arrival."""
+        """Without head requeue a dropped caller is requeued by priority and arrival."""
         d = self._two_waiting_behind_a_call(at_head=False)
-        cmds = d.feed(HandsetHungUp(offer("c1", 1)), 20.0)
-        assert cmds[1] == ev("c1", CallStage.REQUEUED, 20.0, queue="main",
-                             reason="taker-left", at_head=False)
+        cmds = d.feed(HandsetHungUp(offer("c1", 1), cause=34), 20.0)
+        assert cmds[1] == ev(
+            "c1", CallStage.REQUEUED, 20.0, queue="main", reason="taker-left", at_head=False
+        )
         assert cmds[-4:] == ring("c3", 1, "t1", 20.0, number="0811000099")
         assert [w["call_id"] for w in d.waiting()] == ["c3", "c1", "c2"]
 
@@ -328,12 +422,12 @@ class TestRequeue:
         """If the bridge cannot be made the handset is released and the caller requeued."""
         d = Driver(centre([queue()], [taker("t1")]))
         d.feed(arrived("c1"))
-        connect = next(c for c in d.feed(HandsetAnswered(offer("c1", 1)), 2.0)
-                       if isinstance(c, ConnectCall))
+        connect = next(
+            c for c in d.feed(HandsetAnswered(offer("c1", 1)), 2.0) if isinstance(c, ConnectCall)
+        )
         assert d.feed(CommandFailed(connect, "bridge gone"), 2.1) == [
             ReleaseHandset(offer("c1", 1)),
-            ev("c1", CallStage.REQUEUED, 2.1, queue="main", reason="connect-failed",
-               at_head=True),
+            ev("c1", CallStage.REQUEUED, 2.1, queue="main", reason="connect-failed", at_head=True),
             StartHold("c1", HoldMode.RINGBACK, "default"),
             PublishTakerState("t1", A, 2.1),
             *ring("c1", 2, "t1", 2.1),
@@ -349,33 +443,68 @@ class TestPriority:
         d.feed(arrived("c1", number="0811000002"))
         d.feed(arrived("c2", number="0811000003"), 1.0)
         assert d.feed(arrived("c3", number="0811000099"), 2.0)[1] == ev(
-            "c3", CallStage.ARRIVED, 2.0, queue="main", number="0811000099", priority=1,
-            repeat=False, trunk="")
+            "c3",
+            CallStage.ARRIVED,
+            2.0,
+            queue="main",
+            number="0811000099",
+            priority=1,
+            repeat=False,
+            trunk="",
+        )
         d.feed(TakerLoggedIn("t1"), 3.0)
         assert [w["call_id"] for w in d.waiting()] == ["c3", "c1", "c2"]
         assert d.waiting()[0]["state"] == "ringing"
 
     def test_repeat_caller_gets_repeat_priority_within_the_window(self) -> None:
         """A number that called within repeat_window_s is served with repeat priority."""
-        d = Driver(centre([queue(priorities=PriorityRules(repeat_window_s=300.0))],
-                          [taker("t1", logged_in=False)]))
+        d = Driver(
+            centre(
+                [queue(priorities=PriorityRules(repeat_window_s=300.0))],
+                [taker("t1", logged_in=False)],
+            )
+        )
         d.feed(arrived("c1", number="0811000005"))
         d.feed(CallerHungUp("c1"), 5.0)
         d.feed(arrived("c2", number="0811000006"), 6.0)
         again = d.feed(arrived("c3", number="0811000005"), 200.0)
-        assert again[1] == ev("c3", CallStage.ARRIVED, 200.0, queue="main",
-                              number="0811000005", priority=3, repeat=True, trunk="")
+        assert again[1] == ev(
+            "c3",
+            CallStage.ARRIVED,
+            200.0,
+            queue="main",
+            number="0811000005",
+            priority=3,
+            repeat=True,
+            trunk="",
+        )
         late = d.feed(arrived("c4", number="0811000006"), 400.0)
-        assert late[1] == ev("c4", CallStage.ARRIVED, 400.0, queue="main",
-                             number="0811000006", priority=5, repeat=False, trunk="")
+        assert late[1] == ev(
+            "c4",
+            CallStage.ARRIVED,
+            400.0,
+            queue="main",
+            number="0811000006",
+            priority=5,
+            repeat=False,
+            trunk="",
+        )
 
     def test_empty_numbers_are_never_repeat_callers(self) -> None:
         """Two calls without a number are not treated as the same repeat caller."""
         d = Driver(centre([queue()], [taker("t1", logged_in=False)]))
         d.feed(arrived("c1", number=""))
         second = d.feed(arrived("c2", number=""), 1.0)
-        assert second[1] == ev("c2", CallStage.ARRIVED, 1.0, queue="main", number="",
-                               priority=5, repeat=False, trunk="")
+        assert second[1] == ev(
+            "c2",
+            CallStage.ARRIVED,
+            1.0,
+            queue="main",
+            number="",
+            priority=5,
+            repeat=False,
+            trunk="",
+        )
 
 
 class TestRingall:
@@ -383,7 +512,9 @@ class TestRingall:
         """Under ringall every free taker of the queue rings for the caller."""
         d = Driver(centre([queue(strategy=Strategy.RINGALL)]))
         assert d.feed(arrived("c1")) == [
-            *arrival("c1"), *ring("c1", 1, "t1", 0.0), *ring("c1", 2, "t2", 0.0)
+            *arrival("c1"),
+            *ring("c1", 1, "t1", 0.0),
+            *ring("c1", 2, "t2", 0.0),
         ]
 
     def test_first_answer_wins_and_the_other_rings_stop(self) -> None:
@@ -423,13 +554,20 @@ class TestOverflow:
         d = self._centre(Overflow(after_s=20.0, queue="backup"))
         d.feed(TakerPaused("t1"))
         assert d.feed(arrived("c1"), 1.0) == [
-            *arrival("c1", at=1.0), StartTimer("siaga-overflow-c1", 21.0)
+            *arrival("c1", at=1.0),
+            StartTimer("siaga-overflow-c1", 21.0),
         ]
         d.feed(PromptFinished("c1", "c1-greeting"), 4.0)
         aid = offer("c1", 1)
         assert d.feed(TimerFired("siaga-overflow-c1"), 21.0) == [
-            ev("c1", CallStage.OVERFLOWED, 21.0, from_queue="main", to_queue="backup",
-               reason="wait"),
+            ev(
+                "c1",
+                CallStage.OVERFLOWED,
+                21.0,
+                from_queue="main",
+                to_queue="backup",
+                reason="wait",
+            ),
             StopHold("c1", HoldMode.RINGBACK),
             StartHold("c1", HoldMode.MUSIC, "default"),
             RingHandset(aid, "c1", "t2", "PJSIP/t2", 15.0, who()),
@@ -445,20 +583,35 @@ class TestOverflow:
         d.feed(arrived("c1"))
         assert d.feed(TimerFired("siaga-overflow-c1"), 10.0) == []
         cmds = d.feed(HandsetFailed(offer("c1", 1), HandsetFailure.NO_ANSWER), 12.0)
-        assert ev("c1", CallStage.OVERFLOWED, 12.0, from_queue="main", to_queue="backup",
-                  reason="wait") in cmds
+        assert (
+            ev(
+                "c1",
+                CallStage.OVERFLOWED,
+                12.0,
+                from_queue="main",
+                to_queue="backup",
+                reason="wait",
+            )
+            in cmds
+        )
         assert d.waiting("backup")[0]["call_id"] == "c1"
 
     def test_no_takers_logged_in_redirects_to_the_backup_centre(self) -> None:
         """With nobody logged in, a caller is redirected to the backup centre at once."""
-        d = Driver(centre([queue(reassurance_every_s=30.0, overflow=Overflow(dial="PJSIP/112@jambi"))],
-                          [taker("t1", logged_in=False)]))
+        main = queue(reassurance_every_s=30.0, overflow=Overflow(dial="PJSIP/112@jambi"))
+        d = Driver(centre([main], [taker("t1", logged_in=False)]))
         assert d.feed(arrived("c1")) == [
             *arrival("c1"),
             StartTimer("siaga-reassure-c1", 30.0),
             CancelTimer("siaga-reassure-c1"),
-            ev("c1", CallStage.OVERFLOWED, 0.0, from_queue="main", dial="PJSIP/112@jambi",
-               reason="no-takers"),
+            ev(
+                "c1",
+                CallStage.OVERFLOWED,
+                0.0,
+                from_queue="main",
+                dial="PJSIP/112@jambi",
+                reason="no-takers",
+            ),
             RedirectCaller("c1", "PJSIP/112@jambi"),
         ]
         assert d.feed(CallerHungUp("c1"), 5.0) == []  # gone as planned: no callback
@@ -466,16 +619,29 @@ class TestOverflow:
 
     def test_failed_redirect_brings_the_caller_back(self) -> None:
         """If the redirect fails the caller waits in our queue again; never lost."""
-        d = Driver(centre([queue(overflow=Overflow(dial="PJSIP/112@jambi"))],
-                          [taker("t1", logged_in=False)]))
+        d = Driver(
+            centre(
+                [queue(overflow=Overflow(dial="PJSIP/112@jambi"))], [taker("t1", logged_in=False)]
+            )
+        )
         redirect = d.feed(arrived("c1"))[-1]
         assert d.feed(CommandFailed(redirect, "no such context"), 0.5) == [
-            ev("c1", CallStage.REQUEUED, 0.5, queue="main", reason="redirect-failed",
-               at_head=True),
+            ev("c1", CallStage.REQUEUED, 0.5, queue="main", reason="redirect-failed", at_head=True),
             StartHold("c1", HoldMode.RINGBACK, "default"),
         ]
         assert [w["call_id"] for w in d.waiting()] == ["c1"]
         assert d.feed(TakerLoggedIn("t1"), 9.0)[-4:] == ring("c1", 1, "t1", 9.0)
+
+    def test_failed_redirect_from_a_removed_queue_lands_in_the_default_queue(self) -> None:
+        """A failed redirect from a since-removed queue lands in the default queue."""
+        backup = queue("backup", overflow=Overflow(dial="PJSIP/112@jambi"))
+        d = Driver(centre([queue(), backup], [taker("t1", logged_in=False)]))
+        redirect = d.feed(arrived("c1", q="backup"))[-1]
+        assert isinstance(redirect, RedirectCaller)
+        d.feed(ConfigChanged(centre([queue()], [taker("t1", logged_in=False)])), 1.0)
+        d.feed(CommandFailed(redirect, "no such context"), 2.0)
+        assert [w["call_id"] for w in d.waiting()] == ["c1"]
+        assert d.feed(TakerLoggedIn("t1"), 3.0)[-4:] == ring("c1", 1, "t1", 3.0)
 
     def test_queue_without_overflow_target_keeps_callers_waiting(self) -> None:
         """A queue with no overflow target never rejects: the caller waits on."""
@@ -488,16 +654,26 @@ class TestOverflow:
         """Two unstaffed queues overflowing into each other do not loop forever."""
         a = queue("main", overflow=Overflow(queue="backup"))
         b = queue("backup", overflow=Overflow(queue="main"))
-        d = Driver(centre([a, b], [taker("t1", logged_in=False), taker("t2", "backup",
-                                                                       logged_in=False)]))
+        d = Driver(
+            centre([a, b], [taker("t1", logged_in=False), taker("t2", "backup", logged_in=False)])
+        )
         cmds = d.feed(arrived("c1"))
         stages = [c.stage for c in cmds if hasattr(c, "stage")]
         assert stages.count(CallStage.OVERFLOWED) == 1
         assert d.waiting("backup")[0]["call_id"] == "c1"
         # when main gets a taker, the caller may go back there and is served
         back = d.feed(TakerLoggedIn("t1"), 10.0)
-        assert ev("c1", CallStage.OVERFLOWED, 10.0, from_queue="backup", to_queue="main",
-                  reason="no-takers") in back
+        assert (
+            ev(
+                "c1",
+                CallStage.OVERFLOWED,
+                10.0,
+                from_queue="backup",
+                to_queue="main",
+                reason="no-takers",
+            )
+            in back
+        )
         assert isinstance(back[-4], RingHandset)
 
 
@@ -540,8 +716,14 @@ class TestConfigChange:
         d = Driver(centre([queue(), queue("backup")], [taker("t1", "backup", logged_in=False)]))
         d.feed(arrived("c1", q="backup"))
         assert d.feed(ConfigChanged(centre([queue()], [taker("t1", logged_in=False)])), 4.0) == [
-            ev("c1", CallStage.OVERFLOWED, 4.0, from_queue="backup", to_queue="main",
-               reason="queue-removed"),
+            ev(
+                "c1",
+                CallStage.OVERFLOWED,
+                4.0,
+                from_queue="backup",
+                to_queue="main",
+                reason="queue-removed",
+            ),
         ]
         assert d.waiting()[0]["call_id"] == "c1"
 
@@ -554,8 +736,14 @@ class TestCommandFailed:
         assert isinstance(ring_cmd, RingHandset)
         assert d.feed(CommandFailed(ring_cmd, "endpoint not found"), 0.2) == [
             CancelTimer(ring_timer("c1", 1)),
-            ev("c1", CallStage.OFFER_FAILED, 0.2, taker_id="t1", attempt_id=offer("c1", 1),
-               reason="originate-failed"),
+            ev(
+                "c1",
+                CallStage.OFFER_FAILED,
+                0.2,
+                taker_id="t1",
+                attempt_id=offer("c1", 1),
+                reason="originate-failed",
+            ),
             PublishTakerState("t1", A, 0.2),
             StartTimer("siaga-device-t1", 30.2),
             *ring("c1", 2, "t2", 0.2),
@@ -568,16 +756,19 @@ class TestCommandFailed:
         d.feed(HandsetAnswered(offer("c1", 1)), 1.0)
         timer = d.feed(CallerHungUp("c1"), 9.0)[-1]
         assert timer == StartTimer("siaga-wrapup-t1", 19.0)
-        assert d.feed(CommandFailed(timer, "loop closed"), 9.0) == [
-            PublishTakerState("t1", A, 9.0)
-        ]
+        assert d.feed(CommandFailed(timer, "loop closed"), 9.0) == [PublishTakerState("t1", A, 9.0)]
 
     def test_failures_needing_nothing_are_ignored(self) -> None:
         """Failures of commands that need no recovery change nothing."""
         d = Driver()
         d.feed(arrived("c1"))
         before = d.core.snapshot(1.0)
-        for cmd in (AnswerCaller("c1"), StopHold("c1", HoldMode.RINGBACK), EndCall("zz"),
-                    CancelRing(offer("c1", 1)), StartTimer("siaga-reassure-zz", 1.0)):
+        for cmd in (
+            AnswerCaller("c1"),
+            StopHold("c1", HoldMode.RINGBACK),
+            EndCall("zz"),
+            CancelRing(offer("c1", 1)),
+            StartTimer("siaga-reassure-zz", 1.0),
+        ):
             assert d.feed(CommandFailed(cmd, "x"), 1.0) == []
         assert d.core.snapshot(1.0) == before

@@ -61,28 +61,50 @@ NUMBERS = ("", "0811000001", "0811000002", "0811000003", "0812999999")
 
 def _configs(strategy: Strategy) -> list[CentreConfig]:
     """Three centres to switch between live: queues, takers and overflow differ."""
-    main = QueueConfig("main", strategy=strategy, ring_timeout_s=15.0, retry_delay_s=2.0,
-                       wrapup_s=5.0, max_misses=2, reassurance_every_s=30.0,
-                       announce_position=True,
-                       overflow=Overflow(after_s=60.0, queue="backup", when_no_takers=False))
-    backup = QueueConfig("backup", strategy=Strategy.RINGALL, ring_timeout_s=10.0,
-                         retry_delay_s=0.0, overflow=Overflow(after_s=90.0, dial="PJSIP/112@nb"))
+    main = QueueConfig(
+        "main",
+        strategy=strategy,
+        ring_timeout_s=15.0,
+        retry_delay_s=2.0,
+        wrapup_s=5.0,
+        max_misses=2,
+        reassurance_every_s=30.0,
+        announce_position=True,
+        overflow=Overflow(after_s=60.0, queue="backup", when_no_takers=False),
+    )
+    backup = QueueConfig(
+        "backup",
+        strategy=Strategy.RINGALL,
+        ring_timeout_s=10.0,
+        retry_delay_s=0.0,
+        overflow=Overflow(after_s=90.0, dial="PJSIP/112@nb"),
+    )
     a = CentreConfig(
         queues=(main, backup),
-        takers=(taker("t1"), taker("t2", "main", "backup"), taker("t3", "backup"),
-                taker("t4", logged_in=False)),
+        takers=(
+            taker("t1"),
+            taker("t2", "main", "backup"),
+            taker("t3", "backup"),
+            taker("t4", logged_in=False),
+        ),
     )
-    main_b = QueueConfig("main", strategy=Strategy.RRMEMORY, requeue_dropped_at_head=False,
-                         overflow=Overflow(queue="backup"), reassurance_every_s=None)
-    backup_b = QueueConfig("backup", strategy=strategy, overflow=Overflow(queue="main"),
-                           wrapup_s=0.0, max_misses=1)
+    main_b = QueueConfig(
+        "main",
+        strategy=Strategy.RRMEMORY,
+        requeue_dropped_at_head=False,
+        overflow=Overflow(queue="backup"),
+        reassurance_every_s=None,
+    )
+    backup_b = QueueConfig(
+        "backup", strategy=strategy, overflow=Overflow(queue="main"), wrapup_s=0.0, max_misses=1
+    )
     b = CentreConfig(
         queues=(main_b, backup_b),
-        takers=(taker("t1"), taker("t2", "main", "backup"), taker("t4"),
-                taker("t5", "backup")),
+        takers=(taker("t1"), taker("t2", "main", "backup"), taker("t4"), taker("t5", "backup")),
     )
-    c = CentreConfig(queues=(QueueConfig("main", strategy=Strategy.RANDOM),),
-                     takers=(taker("t1"), taker("t2")))
+    c = CentreConfig(
+        queues=(QueueConfig("main", strategy=Strategy.RANDOM),), takers=(taker("t1"), taker("t2"))
+    )
     return [a, b, c]
 
 
@@ -123,7 +145,7 @@ class CentreMachine(RuleBasedStateMachine):
             self.apply(cmd)
         return cmds
 
-    def apply(self, cmd: Command) -> None:  # noqa: PLR0912 - one branch per command
+    def apply(self, cmd: Command) -> None:
         if isinstance(cmd, RingHandset | ConnectCall | PlayPrompt | RedirectCaller | StartTimer):
             self.sent.append(cmd)
         match cmd:
@@ -158,9 +180,9 @@ class CentreMachine(RuleBasedStateMachine):
                 if stage in (CallStage.ABANDONED, CallStage.HUNG_UP):
                     assert call not in self.terminal, f"{call} ended twice"
                     self.terminal[call] = stage
-                if stage in (CallStage.REQUEUED, CallStage.OVERFLOWED):
-                    if call not in self.first_offer:
-                        self.disturbed.add(call)
+                moved = stage in (CallStage.REQUEUED, CallStage.OVERFLOWED)
+                if moved and call not in self.first_offer:
+                    self.disturbed.add(call)
             case AddCallback(entry=entry):
                 assert self.terminal.get(entry.call_id) is CallStage.ABANDONED
             case PublishTakerState(taker_id=tid, status=status):
@@ -233,15 +255,20 @@ class CentreMachine(RuleBasedStateMachine):
             del self.rings[aid]
             self.feed(HandsetFailed(aid, reason))
 
-    @rule(data=st.data())
-    def handset_hangs_up(self, data: st.DataObject) -> None:
+    @rule(data=st.data(), cause=st.sampled_from((16, 41)))
+    def handset_hangs_up(self, data: st.DataObject, cause: int) -> None:
         pool = self.answered | self.rings
         if pool:
             aid = data.draw(st.sampled_from(sorted(pool)))
             self.answered.pop(aid, None)
             self.rings.pop(aid, None)
+            ended = [c for c, a in self.bridged.items() if a == aid]
+            if ended and cause == 16:
+                # A plain BYE from the taker ends a connected call: the call
+                # is over by the taker's choice, not cut off by the centre.
+                self.gone.update(ended)
             self.bridged = {c: a for c, a in self.bridged.items() if a != aid}
-            self.feed(HandsetHungUp(aid))
+            self.feed(HandsetHungUp(aid, cause))
 
     @rule(tid=st.sampled_from(TAKERS), reachable=st.booleans(), in_use=st.booleans())
     def device_changes(self, tid: str, reachable: bool, in_use: bool) -> None:
@@ -252,10 +279,13 @@ class CentreMachine(RuleBasedStateMachine):
 
     @rule(tid=st.sampled_from(TAKERS), kind=st.sampled_from(("in", "out", "pause", "unpause")))
     def taker_request(self, tid: str, kind: str) -> None:
-        event: Event = {
-            "in": TakerLoggedIn(tid), "out": TakerLoggedOut(tid),
-            "pause": TakerPaused(tid, "break"), "unpause": TakerUnpaused(tid),
-        }[kind]
+        events: dict[str, Event] = {
+            "in": TakerLoggedIn(tid),
+            "out": TakerLoggedOut(tid),
+            "pause": TakerPaused(tid, "break"),
+            "unpause": TakerUnpaused(tid),
+        }
+        event = events[kind]
         before = self.core.snapshot(self.now)
         try:
             self.feed(event)
@@ -344,5 +374,5 @@ CentreMachine.TestCase.settings = settings(
 )
 
 
-class TestCentreInvariants(CentreMachine.TestCase):  # type: ignore[name-defined,misc]
+class TestCentreInvariants(CentreMachine.TestCase):  # type: ignore[valid-type,misc]
     """Random event sequences never break the centre's invariants."""
