@@ -26,8 +26,8 @@ def wav_duration(path: Path) -> float:
 def tone_strength(path: Path, freq_hz: float, *, start_s: float = 0.0) -> float:
     """How far the spectrum at ``freq_hz`` stands above the median (a ratio).
 
-    A tone that is really in the recording stands hundreds of times above the
-    noise floor; an absent one is near 1.
+    A tone that is really in the recording stands far above the
+    noise floor (thousands of times here); an absent one stays in the tens.
     """
     with wave.open(str(path), "rb") as w:
         rate = w.getframerate()
