@@ -22,7 +22,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from . import core
+from . import conference, core
 
 LAB_ARI_PASSWORD = "siaga-lab-ari"  # noqa: S105 - the documented lab credential
 LAB_API_TOKEN = "lab-admin-token"  # noqa: S105 - the documented lab credential
@@ -129,6 +129,62 @@ def _lab_takers() -> list[TakerSettings]:
     ]
 
 
+class AgencySettings(BaseModel):
+    """One OPD agency (siaga_pbx.conference.Agency); the database copy wins when reachable."""
+
+    code: str
+    name: str
+    endpoints: list[str] = Field(min_length=1)
+    digit: int | None = Field(None, ge=1, le=9)
+    strategy: conference.RingStrategy = conference.RingStrategy.RINGALL
+    ring_timeout_s: float = Field(20.0, gt=0, le=300)
+    fallback: str = ""
+    role: conference.Role = conference.Role.TALK
+    mass_incident: bool = False
+
+    def to_core(self) -> conference.Agency:
+        return conference.Agency(
+            code=self.code,
+            name=self.name,
+            endpoints=tuple(self.endpoints),
+            digit=self.digit,
+            strategy=self.strategy,
+            ring_timeout_s=self.ring_timeout_s,
+            fallback=self.fallback,
+            role=self.role,
+            mass_incident=self.mass_incident,
+        )
+
+
+def _lab_agencies() -> list[AgencySettings]:
+    """The lab's agencies, the same as migration 0004's seed."""
+    return [
+        AgencySettings(
+            code="damkar",
+            name="Damkar (pemadam kebakaran)",
+            digit=1,
+            endpoints=["PJSIP/disp-damkar"],
+            fallback="polisi",
+            mass_incident=True,
+        ),
+        AgencySettings(
+            code="dinkes",
+            name="Dinkes PSC 119 (ambulans)",
+            digit=2,
+            endpoints=["PJSIP/disp-dinkes"],
+            fallback="damkar",
+            mass_incident=True,
+        ),
+        AgencySettings(
+            code="polisi",
+            name="Polisi",
+            digit=3,
+            endpoints=["PJSIP/disp-polisi"],
+            fallback="dinkes",
+        ),
+    ]
+
+
 class PromptSettings(BaseModel):
     """ARI media URIs per logical prompt; a recorded file overrides the
     generated Indonesian speech by pointing at it (e.g. ``sound:custom/greeting``)."""
@@ -160,6 +216,10 @@ class Settings(BaseSettings):
     queues: list[QueueSettings] = Field(default_factory=_lab_queues)
     takers: list[TakerSettings] = Field(default_factory=_lab_takers)
     default_queue: str = "main"
+    # OPD agencies for conferencing (issue 5): used when the database's
+    # directory (table agencies) cannot be read, and until it has been.
+    agencies: list[AgencySettings] = Field(default_factory=_lab_agencies)
+    agencies_from_database: bool = True
 
     @model_validator(mode="after")
     def _no_lab_secrets_in_production(self) -> Settings:
@@ -172,6 +232,7 @@ class Settings(BaseSettings):
                 raise ValueError("ari.password must be at least 12 characters")
         # The core checks the rest (queue names, overflow targets, taker queues).
         self.centre()
+        self.agency_directory()
         return self
 
     @property
@@ -192,6 +253,9 @@ class Settings(BaseSettings):
             ),
             default_queue=self.default_queue,
         )
+
+    def agency_directory(self) -> conference.AgencyDirectory:
+        return conference.AgencyDirectory(tuple(a.to_core() for a in self.agencies))
 
     @classmethod
     def settings_customise_sources(

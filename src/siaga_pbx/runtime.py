@@ -26,15 +26,21 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from . import ari, core
+from . import ari, conference, core
 from .adapters.ari import AriCommandRunner, TakerDirectory
+from .adapters.conference import (
+    AgencyWatcher,
+    ConferenceDesk,
+    ConferenceRunner,
+    add_conference_routes,
+)
 from .adapters.http import make_app
 from .adapters.incidents import IncidentJournal
 from .adapters.metrics import Metrics
 from .config import Settings
 from .incidents import IncidentRecorder, IncidentStore, Outbox, OutboxRelay, add_incident_routes
 from .recovery import resynchronise
-from .service import CallService, Resync
+from .service import CallService, ConferenceRequest, Resync
 
 log = structlog.get_logger(__name__)
 
@@ -71,7 +77,12 @@ class Runtime:
             recorder = IncidentRecorder(outbox)
             self.journal = IncidentJournal(recorder, s.recording_dir, language=s.prompts.language)
             self.relay = OutboxRelay(outbox, s.database_dsn, repeat_window_s=s.repeat_window_s)
+            desk = ConferenceDesk(
+                conference.Conferences(s.agency_directory()),
+                ConferenceRunner(rest, s.ari.app, s.prompts.language),
+            )
             service = CallService(
+                conference=desk,
                 distributor=core.Distributor(centre),
                 runner=AriCommandRunner(rest, s.ari.app, s.prompts),
                 takers=TakerDirectory.from_config(centre),
@@ -110,6 +121,7 @@ class Runtime:
             )
             store = IncidentStore(s.database_dsn)
             add_incident_routes(app, store, s.http.tokens)
+            add_conference_routes(app, desk, service)
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
             site = web.TCPSite(runner, s.http.host, s.http.port)
@@ -128,6 +140,12 @@ class Runtime:
                 asyncio.create_task(self.journal.run(), name="journal"),
                 asyncio.create_task(self.relay.run(), name="outbox-relay"),
             }
+            if s.agencies_from_database:  # until it answers, the settings' directory serves
+                watcher = AgencyWatcher(
+                    s.database_dsn,
+                    lambda d: service.submit(ConferenceRequest(conference.DirectoryChanged(d))),
+                )
+                tasks.add(asyncio.create_task(watcher.run(), name="agency-directory"))
             stop = asyncio.create_task(self.stopping.wait(), name="stop")
             try:
                 done, _ = await asyncio.wait(tasks | {stop}, return_when=asyncio.FIRST_COMPLETED)

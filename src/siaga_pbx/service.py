@@ -26,7 +26,7 @@ from typing import Protocol
 import structlog
 from pydantic import BaseModel
 
-from . import ari, core, ids
+from . import ari, conference, core, ids
 from .adapters.ari import (
     ARI_COMMANDS,
     AriCommandRunner,
@@ -66,7 +66,23 @@ class ApiRequest:
     event: core.Event
 
 
-Item = ari.Event | core.Event | Resync | ApiRequest
+@dataclass(frozen=True, slots=True)
+class ConferenceRequest:
+    """An event for the conference core (API request, failed conference command)."""
+
+    event: conference.Event
+
+
+Item = ari.Event | core.Event | Resync | ApiRequest | ConferenceRequest
+
+
+class ConferenceHook(Protocol):
+    """The conference desk (``adapters.conference``), run inside this consumer."""
+
+    async def intercept(self, item: Item, service: CallService) -> bool: ...
+
+    async def after_command(self, cmd: core.Command, service: CallService) -> None: ...
+
 
 _INCIDENT_MEMORY = 10_000  # calls whose incident id we remember after they end
 
@@ -81,6 +97,7 @@ class CallService:
         default_queue: str,
         observers: Iterable[Observer] = (),
         resync: Callable[[CallService], Awaitable[None]] | None = None,
+        conference: ConferenceHook | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.distributor = distributor
@@ -91,6 +108,7 @@ class CallService:
         self._observers = list(observers)
         self._clock = clock
         self._resync = resync
+        self.conference = conference
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._incidents: OrderedDict[str, str] = OrderedDict()
         self.handled = 0
@@ -178,6 +196,8 @@ class CallService:
     # ---- one item ------------------------------------------------------
 
     async def _process(self, item: Item) -> None:
+        if self.conference is not None and await self.conference.intercept(item, self):
+            return
         if isinstance(item, Resync):
             if self._resync is not None:
                 await self._resync(self)
@@ -195,6 +215,9 @@ class CallService:
                 else:
                     await self.feed(ev)
             return
+        if isinstance(item, ConferenceRequest):
+            log.error("service.conference_disabled", event=type(item.event).__name__)
+            return
         await self.feed(item)  # a core event (timer, failed command)
 
     async def feed(self, event: core.Event) -> None:
@@ -206,7 +229,11 @@ class CallService:
         incident_id = self._incidents.get(call_id) if call_id else None
         with structlog.contextvars.bound_contextvars(call_id=call_id, incident_id=incident_id):
             commands = self.distributor.handle(event, now)
-            log.debug("core.handled", core_event=type(event).__name__, commands=len(commands))
+            log.debug(
+                "core.handled",
+                core_event=type(event).__name__,
+                commands=[type(c).__name__ for c in commands],
+            )
             for cmd in commands:
                 await self._execute(cmd)
 
@@ -233,6 +260,9 @@ class CallService:
                     "service.command_failed", command=type(cmd).__name__, error=str(exc)[:300]
                 )
                 self.submit(core.CommandFailed(command=cmd, reason=str(exc)[:300]))
+            else:
+                if self.conference is not None:
+                    await self.conference.after_command(cmd, self)
         else:
             log.error("service.command_unhandled", command=type(cmd).__name__)
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from .. import ari, callerid, core, ids
+from .. import ari, callerid, conference, core, ids
 from ..config import PromptSettings
 
 log = structlog.get_logger(__name__)
@@ -119,6 +119,8 @@ def translate(
     if isinstance(event, ari.StasisStart):
         kind = event.args[0] if event.args else "caller"
         chan = event.channel
+        if chan.id.startswith(_CONFERENCE_KINDS):
+            return []  # a dispatcher/supervisor leg or a snoop: see translate_conference
         if kind == "offer" or ids.parse_offer_id(chan.id) is not None:
             return [core.HandsetAnswered(attempt_id=chan.id)]
         if kind == "feature":
@@ -165,6 +167,43 @@ def translate(
             return []
         in_use = any(ids.parse_offer_id(c) is None for c in ep.channel_ids)
         return [core.TakerDeviceChanged(taker, reachable=ep.state != "offline", in_use=in_use)]
+    return []
+
+
+# Channels of the conference core (siaga_pbx.conference): party legs and snoops.
+_CONFERENCE_KINDS = ("siaga-disp-", "siaga-snoop-")
+
+
+def translate_conference(event: ari.Event) -> list[conference.Event]:
+    """ARI event -> conference events. Pure, like ``translate``.
+
+    DTMF counts only on a taker's offer channel: the caller's digits (and a
+    dispatcher's) never become requests."""
+    if isinstance(event, ari.ChannelDtmfReceived):
+        if ids.parse_offer_id(event.channel.id) is None:
+            return []
+        return [conference.KeyPressed(event.channel.id, event.digit)]
+    if isinstance(event, ari.StasisStart):
+        chan_id = event.channel.id
+        if chan_id.startswith("siaga-disp-") and ids.is_safe_id(chan_id):
+            return [conference.PartyAnswered(chan_id)]
+        if chan_id.startswith("siaga-snoop-") and ids.is_safe_id(chan_id):
+            return [conference.SnoopReady(chan_id)]
+        return []
+    if isinstance(event, (ari.StasisEnd, ari.ChannelDestroyed)):
+        chan = event.channel
+        cause = event.cause if isinstance(event, ari.ChannelDestroyed) else 16
+        if chan.id.startswith("siaga-disp-") and ids.is_safe_id(chan.id):
+            # ChannelDestroyed carries the cause that tells busy from no answer.
+            gone = isinstance(event, ari.ChannelDestroyed)
+            return [conference.PartyGone(chan.id, cause)] if gone else []
+        offer = ids.parse_offer_id(chan.id)
+        if offer is not None:
+            gone = isinstance(event, ari.ChannelDestroyed) and chan.state == "Up"
+            return [conference.TakerLeft(offer[0], chan.id)] if gone else []
+        if ids.is_ours(chan.id) or not ids.is_safe_id(chan.id):
+            return []
+        return [conference.CallerLeft(chan.id, cause)]
     return []
 
 

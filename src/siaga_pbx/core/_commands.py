@@ -151,6 +151,17 @@ class CallStage(str, Enum):  # noqa: UP042 - contract enum: str mixin kept, othe
     CALLBACK_ATTEMPTED = "callback_attempted"
     CALLBACK_CONNECTED = "callback_connected"
     HUNG_UP = "hung_up"
+    # The taker left a call to the dispatcher(s) conferenced in (issue 5).
+    HANDED_OVER = "handed_over"
+    # Conference timeline (siaga_pbx.conference): who joined and left, when, in which role.
+    DISPATCHER_RINGING = "dispatcher_ringing"
+    DISPATCHER_JOINED = "dispatcher_joined"
+    DISPATCHER_FAILED = "dispatcher_failed"
+    DISPATCHER_CANCELLED = "dispatcher_cancelled"
+    DISPATCHER_ROLE = "dispatcher_role"
+    DISPATCHER_LEFT = "dispatcher_left"
+    SUPERVISOR = "supervisor"  # audit: detail["audit"] is True
+    CONFERENCE_REFUSED = "conference_refused"  # a keypad/API request that could not be done
 
 
 @dataclass(frozen=True, slots=True)

@@ -85,6 +85,12 @@ we have already finished are normal, and are answered safely:
   taker is configured, nothing else. ``CallbackResolved`` for an unknown
   callback, a repeated ``CallerArrived``: ignored.
 
+Handover. ``TakerHandedOver`` (from the conference core, which checked that
+a dispatcher talks with the caller) ends a connected call for the taker only:
+the handset is released, HANDED_OVER is published, the taker goes to wrap-up,
+and the caller leaves the core without ``EndCall``: the conference core owns
+the rest of the call (and its HUNG_UP). For a call not connected: ignored.
+
 Failed commands. RingHandset: as a BUSY/UNREACHABLE failure. ConnectCall:
 the handset is released and the caller goes back to the head of the queue.
 PlayPrompt: as if the prompt ended (hold resumes). RedirectCaller: the caller
@@ -151,6 +157,7 @@ from ._events import (
     HandsetRinging,
     PromptFinished,
     TakerDeviceChanged,
+    TakerHandedOver,
     TakerLoggedIn,
     TakerLoggedOut,
     TakerPaused,
@@ -242,6 +249,8 @@ class Distributor:
             case CallbackResolved():
                 self._callbacks.pop(event.call_id, None)
                 cmds = []
+            case TakerHandedOver():
+                cmds = self._handed_over(event.call_id, now)
             case _:  # pragma: no cover - exhaustive
                 assert_never(event)
         return cmds + self._settle(now)
@@ -515,6 +524,25 @@ class Distributor:
         ]
         return cmds + self._cancel_caller_timers(c) + self._taker_left_call(tid, c, now)
 
+    def _handed_over(self, call_id: str, now: float) -> list[Command]:
+        """The taker left the caller with a dispatcher: the taker's call is over
+        (handset released, wrap-up), the caller's is not and leaves the core
+        without EndCall. Stale (not connected any more): ignored."""
+        c = self._callers.get(call_id)
+        if c is None or c.attempt_id is None:
+            return []
+        aid, tid = c.attempt_id, c.taker_id
+        assert tid is not None  # connected
+        del self._connected[aid]
+        del self._callers[call_id]
+        detail: _Detail = {"taker_id": tid, "attempt_id": aid}
+        detail["talk_s"] = now - (c.answered_at if c.answered_at is not None else now)
+        cmds: list[Command] = [
+            ReleaseHandset(aid),
+            self._call_event(c, CallStage.HANDED_OVER, now, detail),
+        ]
+        return cmds + self._cancel_caller_timers(c) + self._taker_left_call(tid, c, now)
+
     def _prompt_finished(
         self, call_id: str, playback_id: str, now: float, *, played: bool
     ) -> list[Command]:
@@ -729,7 +757,11 @@ class Distributor:
         # back to the queue. The caller is never cut off by a failure of ours.
         left: _Detail = {"taker_id": tid, "cause": ev.cause, "side": "taker"}
         cmds: list[Command] = [self._call_event(c, CallStage.TAKER_LEFT, now, left)]
-        return cmds + self._requeue(c, "taker-left", now) + self._taker_left_call(tid, c, now)
+        cmds += self._requeue(c, "taker-left", now)
+        # Offer the caller to someone else first; the same taker only when
+        # nobody else is free (``tried`` is a preference, never a block).
+        c.tried.add(tid)
+        return cmds + self._taker_left_call(tid, c, now)
 
     # ---- overflow -------------------------------------------------------------------
 

@@ -110,6 +110,18 @@ class PromptFinished:
         _check_id("playback_id", self.playback_id)
 
 
+@dataclass(frozen=True, slots=True)
+class TakerHandedOver:
+    """The taker left a connected call to the dispatcher(s) conferenced in
+    (``siaga_pbx.conference``). The caller's side stays up and is no longer
+    the distribution core's: the taker is free, the handset released."""
+
+    call_id: str
+
+    def __post_init__(self) -> None:
+        _check_id("call_id", self.call_id)
+
+
 # ---- handsets --------------------------------------------------------------
 
 
@@ -265,4 +277,5 @@ Event = Union[  # noqa: UP007 - contract: kept as written
     ConfigChanged,
     CommandFailed,
     CallbackResolved,
+    TakerHandedOver,
 ]

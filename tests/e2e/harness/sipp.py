@@ -307,15 +307,22 @@ class SippRunner:
         calls: int = 1,
         timeout_s: float = 90.0,
         tone_hz: int = TONE_B_HZ,
+        scenario: Path | None = None,
+        variables: dict[str, str] | None = None,
     ) -> SippProcess:
-        """Start a handset (UAS) on ``host:port``, ready for INVITEs when this returns."""
+        """Start a handset (UAS) on ``host:port``, ready for INVITEs when this returns.
+
+        ``scenario`` replaces handset.xml by a variant taking the same variables plus
+        ``variables`` (extra ``-set`` pairs)."""
         label = name or f"handset-{port}"
         wd = self._dir(label)
         make_tone(wd / "tone.ulaw", tone_hz)
+        extra = [arg for key, value in (variables or {}).items() for arg in ("-set", key, value)]
         args = [
             self._binary,
             "-sf",
-            str(SCENARIO_DIR / "handset.xml"),
+            str(scenario or SCENARIO_DIR / "handset.xml"),
+            *extra,
             "-i",
             host,
             "-p",
@@ -406,6 +413,50 @@ class SippRunner:
             self.instance.sip_target,
         ]
         sp = SippProcess(name, args, wd, timeout_s).start()
+        self.processes.append(sp)
+        return sp
+
+    def feature(
+        self,
+        code: str,
+        *,
+        user: str,
+        password: str,
+        port: int | None = None,
+        timeout_s: float = 30.0,
+    ) -> SippProcess:
+        """A call taker's handset (digest auth) dials a feature code such as ``*13``."""
+        wd = self._dir(f"feature-{user}")
+        args = [
+            self._binary,
+            "-sf",
+            str(SCENARIO_DIR / "feature.xml"),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(port or next(_caller_ports)),
+            "-mi",
+            "127.0.0.1",
+            "-mp",
+            str(next(_media_ports)),
+            "-m",
+            "1",
+            "-s",
+            code,
+            "-au",
+            user,
+            "-ap",
+            password,
+            "-set",
+            "user",
+            user,
+            "-timeout",
+            f"{int(timeout_s)}s",
+            "-timeout_error",
+            *_tracing(),
+            self.instance.sip_target,
+        ]
+        sp = SippProcess(f"feature-{user}", args, wd, timeout_s).start()
         self.processes.append(sp)
         return sp
 

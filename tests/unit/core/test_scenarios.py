@@ -408,6 +408,15 @@ class TestRequeue:
         ]
         assert [w["call_id"] for w in d.waiting()] == ["c1", "c3", "c2"]
 
+    def test_dropped_caller_is_offered_to_another_taker_first(self) -> None:
+        """After a drop the caller rings a different free taker, not the one who left."""
+        d = Driver(centre([queue()], [taker("t1"), taker("t2")]))
+        d.feed(arrived("c1"))
+        d.feed(HandsetAnswered(offer("c1", 1)), 2.0)
+        cmds = d.feed(HandsetHungUp(offer("c1", 1), cause=41), 10.0)
+        rings = [c for c in cmds if isinstance(c, RingHandset)]
+        assert [r.taker_id for r in rings] == ["t2"]
+
     def test_without_head_requeue_the_caller_keeps_its_arrival_place(self) -> None:
         """Without head requeue a dropped caller is requeued by priority and arrival."""
         d = self._two_waiting_behind_a_call(at_head=False)
