@@ -134,7 +134,7 @@ class TestConference:
         e2e_dsn: str,
         tmp_path: Path,
     ) -> None:
-        """The taker's *1 rings Damkar, whose answer joins the call bridge and hears caller and taker."""
+        """The taker's *1 rings Damkar, who joins the call bridge and hears caller and taker."""
         inst = asterisk_instance
         service()
         taker = taker_pressing(sipp, tmp_path, "*1", keys_s=1.5)
@@ -168,7 +168,7 @@ class TestConference:
         asterisk_instance: AsteriskInstance,
         e2e_dsn: str,
     ) -> None:
-        """A listen-only dispatcher hears the call but the caller does not hear them until switched to talk."""
+        """A listen-only dispatcher hears the call; the caller hears them only once on talk."""
         inst = asterisk_instance
         svc = service()
         taker = sipp.handset(5071, name="taker1", ring_s=0.5, hangup="wait", timeout_s=60)
@@ -200,7 +200,7 @@ class TestConference:
         asterisk_instance: AsteriskInstance,
         e2e_dsn: str,
     ) -> None:
-        """After a handover the taker is free, caller and dispatcher talk on, and one recording covers it all."""
+        """After a handover the taker is free, the others talk on, one recording covers all."""
         inst = asterisk_instance
         svc = service()
         taker = sipp.handset(5071, name="taker1", ring_s=0.5, hangup="wait", timeout_s=60)
@@ -274,7 +274,7 @@ class TestConference:
         caller = sipp.caller(talk_s=12.0, hangup="bye", timeout_s=60)
         call_id, _ = call_bridge(inst, lambda c: len(c) == 2)
         post(svc, f"/api/calls/{call_id}/dispatchers", {"agency": "damkar"})
-        _, chans = call_bridge(inst, lambda c: len(legs(c)) == 1, timeout=15)
+        call_bridge(inst, lambda c: len(legs(c)) == 1, timeout=15)
         damkar_result = damkar.wait(timeout_s=15)
         damkar_result.assert_ok()
         assert damkar_result.ended_by == ["cancel"]
@@ -298,7 +298,7 @@ class TestConference:
         asterisk_instance: AsteriskInstance,
         e2e_dsn: str,
     ) -> None:
-        """A listening supervisor hears caller and taker, the caller never hears them, and it is audited."""
+        """A listening supervisor hears caller and taker, is never heard, and is audited."""
         inst = asterisk_instance
         svc = service()
         taker = sipp.handset(5071, name="taker1", ring_s=0.5, hangup="wait", timeout_s=60)
