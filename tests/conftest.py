@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from harness import AsteriskInstance, asterisk_fixture, sipp_fixture
+from harness.pgserver import private_pg
 from harness.service import ServiceFactory, ServiceProcess, free_port, service_env
 
 from pgtools import (
@@ -92,6 +93,8 @@ def closed_port_dsn() -> str:
 
 
 # ---- end to end ------------------------------------------------------------
+
+__all__ = ["private_pg"]  # a fixture, re-exported for every test
 
 asterisk_instance = asterisk_fixture("test")
 sipp = sipp_fixture("asterisk_instance")
