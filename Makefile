@@ -32,8 +32,9 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit -q
 
+# The suite drives one Asterisk test instance on fixed ports: one run at a time.
 test: deps lint
-	$(BIN)/pytest -q -p no:cacheprovider
+	flock /tmp/siaga-e2e.lock $(BIN)/pytest -q -p no:cacheprovider
 
 run: deps
 	@scripts/asterisk-instance.sh start lab
