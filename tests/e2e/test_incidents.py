@@ -13,7 +13,6 @@ from harness.checks import db_rows, wait_rows
 from harness.pgserver import PrivatePostgres
 from harness.service import ServiceFactory
 from pgtools import run_sync
-
 from siaga_pbx.incidents import migrate
 
 
@@ -51,7 +50,7 @@ class TestIncidentRecord:
         asterisk_instance: AsteriskInstance,
         e2e_dsn: str,
     ) -> None:
-        """The registered recording's sha256 matches the file; wait and talk come from the timeline."""
+        """The recording's sha256 matches the file; wait and talk come from the timeline."""
         service()
         handset = sipp.handset(5071, ring_s=1.0, hangup="wait", timeout_s=60)
         sipp.caller(from_user="0812000001", talk_s=5.0).wait().assert_ok()
