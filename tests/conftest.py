@@ -21,10 +21,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from harness import AsteriskInstance, asterisk_fixture, sipp_fixture
 from harness.pgserver import private_pg
 from harness.service import ServiceFactory, ServiceProcess, free_port, service_env
-
 from pgtools import (
     ADMIN_DSN,
     PG_USER,

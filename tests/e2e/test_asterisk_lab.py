@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 from harness import AsteriskInstance, AsteriskProvisionError, SippResult, SippRunner
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
