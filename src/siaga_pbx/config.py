@@ -11,6 +11,7 @@ well-known credentials, so a production centre never runs with them.
 from __future__ import annotations
 
 import os
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,6 +31,11 @@ LAB_API_TOKEN = "lab-admin-token"  # noqa: S105 - the documented lab credential
 
 Role = Literal["admin", "supervisor", "taker", "ops"]
 _ADMIN: Role = "admin"
+
+
+# The file ``load()`` was asked for; a context variable rather than the process
+# environment, so loading one file never leaks into the next load.
+_config_file: ContextVar[str | None] = ContextVar("siaga_config_file", default=None)
 
 
 class ConfigError(Exception):
@@ -220,6 +226,9 @@ class Settings(BaseSettings):
     # directory (table agencies) cannot be read, and until it has been.
     agencies: list[AgencySettings] = Field(default_factory=_lab_agencies)
     agencies_from_database: bool = True
+    # How often to look for calls the dialplan fallback carried while we were
+    # away (their recordings; see adapters.fallback).
+    fallback_scan_s: float = Field(5.0, gt=0)
 
     @model_validator(mode="after")
     def _no_lab_secrets_in_production(self) -> Settings:
@@ -267,7 +276,7 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        config_file = os.environ.get("SIAGA_CONFIG_FILE")
+        config_file = _config_file.get() or os.environ.get("SIAGA_CONFIG_FILE")
         if config_file:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
         return tuple(sources)
@@ -275,10 +284,10 @@ class Settings(BaseSettings):
 
 def load(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Load settings, turning every problem into one readable ``ConfigError``."""
-    if config_file is not None:
-        if not config_file.is_file():
-            raise ConfigError(f"config file {config_file} does not exist")
-        os.environ["SIAGA_CONFIG_FILE"] = str(config_file)
+    named = config_file or (Path(p) if (p := os.environ.get("SIAGA_CONFIG_FILE")) else None)
+    if named is not None and not named.is_file():
+        raise ConfigError(f"config file {named} does not exist")
+    token = _config_file.set(str(named) if named else None)
     try:
         return Settings(**overrides)
     except ValidationError as exc:
@@ -289,3 +298,5 @@ def load(config_file: Path | None = None, **overrides: Any) -> Settings:
         raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None
     except ValueError as exc:  # raised by the core's own checks
         raise ConfigError(f"invalid configuration: {exc}") from None
+    finally:
+        _config_file.reset(token)

@@ -29,8 +29,8 @@ from pydantic import BaseModel
 from . import ari, conference, core, ids
 from .adapters.ari import (
     ARI_COMMANDS,
-    AriCommandRunner,
     FeatureRequest,
+    HandBack,
     TakerDirectory,
     feature_event,
     translate,
@@ -39,6 +39,16 @@ from .adapters.ari import (
 log = structlog.get_logger(__name__)
 
 Published = core.PublishCallEvent | core.PublishTakerState | core.AddCallback
+
+
+class CommandRunner(Protocol):
+    """Carries out the core's telephony commands (``adapters.ari.AriCommandRunner``)."""
+
+    async def run(self, cmd: core.Command) -> None: ...
+
+    async def hand_back(self, call_id: str) -> None: ...
+
+    async def finish_feature(self, channel_id: str, *, ok: bool) -> None: ...
 
 
 class Observer(Protocol):
@@ -92,7 +102,7 @@ class CallService:
         self,
         *,
         distributor: core.Distributor,
-        runner: AriCommandRunner,
+        runner: CommandRunner,
         takers: TakerDirectory,
         default_queue: str,
         observers: Iterable[Observer] = (),
@@ -181,10 +191,13 @@ class CallService:
         call_id = item.channel.id
         if call_id in self.distributor.known_calls():
             return  # the core has them; its own recovery paths apply
+        await self._hand_back(call_id, "failed to handle the arrival")
+
+    async def _hand_back(self, call_id: str, reason: str) -> None:
         with structlog.contextvars.bound_contextvars(call_id=call_id):
             try:
                 await self._runner.hand_back(call_id)
-                log.error("service.caller_rescued_to_fallback")
+                log.error("service.caller_rescued_to_fallback", reason=reason)
             except Exception as exc:  # noqa: BLE001 - nothing more we can do here
                 log.critical("service.caller_rescue_failed", error=str(exc)[:300])
 
@@ -212,6 +225,8 @@ class CallService:
             for ev in translate(item, self._takers, self._default_queue):
                 if isinstance(ev, FeatureRequest):
                     await self._feature(ev)
+                elif isinstance(ev, HandBack):
+                    await self._hand_back(ev.channel_id, ev.reason)
                 else:
                     await self.feed(ev)
             return

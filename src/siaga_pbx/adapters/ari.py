@@ -42,6 +42,8 @@ _REJECTED = frozenset({21})
 # every channel snapshot (``channelvars``): the raw SIP headers, unparsed.
 VAR_FROM = "SIAGA_FROM"
 VAR_PAI = "SIAGA_PAI"
+# Set on a caller we hand back to the dialplan: names its fallback recording.
+VAR_RECORDING_KIND = "SIAGA_RECORDING_KIND"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +62,14 @@ class TakerDirectory:
 
     def taker_for(self, endpoint: str) -> str | None:
         return self.by_endpoint.get(endpoint)
+
+
+@dataclass(frozen=True, slots=True)
+class HandBack:
+    """A caller we cannot serve must go straight to the dialplan fallback."""
+
+    channel_id: str
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +116,7 @@ def caller_arrived(event: ari.StasisStart, default_queue: str) -> core.CallerArr
     chan = event.channel
     args = list(event.args)
     trunk = callerid.clean_text(args[1], 64) if len(args) > 1 else ""
-    queue = args[2] if len(args) > 2 and args[2] else default_queue
+    queue = args[2] if len(args) > 2 and ids.is_safe_id(args[2]) else default_queue
     return core.CallerArrived(
         call_id=chan.id, caller=caller_identity_of(chan), queue=queue, trunk=trunk
     )
@@ -114,8 +124,8 @@ def caller_arrived(event: ari.StasisStart, default_queue: str) -> core.CallerArr
 
 def translate(
     event: ari.Event, takers: TakerDirectory, default_queue: str
-) -> list[core.Event | FeatureRequest]:
-    """ARI event -> core events (and feature-code requests for the service)."""
+) -> list[core.Event | FeatureRequest | HandBack]:
+    """ARI event -> core events (and requests the service handles itself)."""
     if isinstance(event, ari.StasisStart):
         kind = event.args[0] if event.args else "caller"
         chan = event.channel
@@ -132,7 +142,7 @@ def translate(
             # system name. Still never drop the caller: the dialplan fallback
             # takes it when we hand it back.
             log.error("ari.caller.unsafe_id", channel_id=repr(chan.id))
-            return []
+            return [HandBack(chan.id, "unsafe channel id")]
         return [caller_arrived(event, default_queue)]
 
     if isinstance(event, (ari.StasisEnd, ari.ChannelDestroyed)):
@@ -318,6 +328,7 @@ class AriCommandRunner:
             await self._ignoring(rest.destroy_bridge(ids.bridge_id(cmd.call_id)), ari.AriNotFound)
         elif isinstance(cmd, core.RedirectCaller):
             await rest.set_variable(cmd.call_id, "SIAGA_OVERFLOW_DIAL", cmd.dial)
+            await rest.set_variable(cmd.call_id, VAR_RECORDING_KIND, "handback")
             await rest.continue_in_dialplan(cmd.call_id, "siaga-overflow", "s", 1)
             await self._ignoring(rest.destroy_bridge(ids.bridge_id(cmd.call_id)), ari.AriNotFound)
         else:
@@ -325,6 +336,11 @@ class AriCommandRunner:
 
     async def hand_back(self, call_id: str) -> None:
         """Send a waiting caller to the dialplan fallback (graceful stop)."""
+        # The fallback's recording is then named siaga-handback-*: the call has
+        # its incident already (adapters.fallback). Best effort: the caller
+        # reaching a taker matters more than the file's name.
+        with contextlib.suppress(ari.AriError):
+            await self._rest.set_variable(call_id, VAR_RECORDING_KIND, "handback")
         await self._rest.continue_in_dialplan(call_id, "siaga-fallback", "s", 1)
         await self._ignoring(self._rest.destroy_bridge(ids.bridge_id(call_id)), ari.AriNotFound)
 

@@ -52,7 +52,6 @@ def require(*roles: Role) -> Callable[[Handler], Handler]:
                 return error(401, "missing or unknown bearer token")
             if role not in roles:
                 return error(403, f"role {role!r} may not do this")
-            request["role"] = role
             return await handler(request)
 
         return checked

@@ -9,7 +9,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from siaga_pbx import ari, core
-from siaga_pbx.adapters.ari import FeatureRequest, TakerDirectory, feature_event, translate
+from siaga_pbx.adapters.ari import (
+    FeatureRequest,
+    HandBack,
+    TakerDirectory,
+    feature_event,
+    translate,
+)
 
 CENTRE = core.CentreConfig(
     queues=(core.QueueConfig("main"),),
@@ -49,7 +55,7 @@ def event(kind: str, **fields: Any) -> ari.Event:
     return ari.parse_event(json.dumps(payload))
 
 
-def run(ev: ari.Event) -> list[core.Event | FeatureRequest]:
+def run(ev: ari.Event) -> list[core.Event | FeatureRequest | HandBack]:
     return translate(ev, TAKERS, "main")
 
 
@@ -90,9 +96,10 @@ class TestCallers:
         destroyed = event("ChannelDestroyed", channel=channel("1.7"), cause=17, cause_txt="Busy")
         assert run(destroyed) == [core.CallerHungUp("1.7", 17)]
 
-    def test_unsafe_caller_id_is_not_adopted(self) -> None:
-        """A channel id that could not name a file is refused loudly, not used."""
-        assert run(event("StasisStart", args=["caller"], channel=channel("../../etc"))) == []
+    def test_unsafe_caller_id_is_handed_back(self) -> None:
+        """A channel id that could not name a file is not used: the caller goes to the fallback."""
+        out = run(event("StasisStart", args=["caller"], channel=channel("../../etc")))
+        assert out == [HandBack("../../etc", "unsafe channel id")]
 
 
 class TestOffers:
@@ -235,4 +242,4 @@ class TestFuzz:
         except ari.MalformedEvent:
             return
         for out in translate(ev, TAKERS, "main"):
-            assert isinstance(out, (FeatureRequest, *get_args(core.Event)))
+            assert isinstance(out, (FeatureRequest, HandBack, *get_args(core.Event)))

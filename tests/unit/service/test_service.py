@@ -1,0 +1,260 @@
+"""The consumer shell and the HTTP API, around a real core and a scripted runner."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from structlog.testing import capture_logs
+
+from siaga_pbx import ari, core
+from siaga_pbx.adapters.ari import TakerDirectory
+from siaga_pbx.adapters.http import make_app
+from siaga_pbx.adapters.metrics import Metrics
+from siaga_pbx.service import ApiRequest, CallService, incident_id_for
+
+CENTRE = core.CentreConfig(
+    queues=(core.QueueConfig("main", ring_timeout_s=5.0),),
+    takers=(core.TakerConfig("taker1", "PJSIP/taker1"),),
+)
+TOKENS = {"admin-token": "admin", "ops-token": "ops"}
+
+
+@dataclass
+class ScriptedRunner:
+    """Records commands; fails the ones named in ``fail``."""
+
+    fail: set[type] = field(default_factory=set)
+    ran: list[core.Command] = field(default_factory=list)
+    handed_back: list[str] = field(default_factory=list)
+
+    async def run(self, cmd: core.Command) -> None:
+        self.ran.append(cmd)
+        if type(cmd) in self.fail:
+            raise ari.AriUnavailable("POST", "/x", None, "Asterisk is unreachable")
+
+    async def hand_back(self, call_id: str) -> None:
+        self.handed_back.append(call_id)
+
+    async def finish_feature(self, channel_id: str, *, ok: bool) -> None:
+        return None
+
+
+@dataclass
+class Recorder:
+    """An observer that keeps what it was told."""
+
+    arrived: list[tuple[str, str]] = field(default_factory=list)
+    items: list[object] = field(default_factory=list)
+
+    def call_arrived(self, event: core.CallerArrived, at: float, incident_id: str) -> None:
+        self.arrived.append((event.call_id, incident_id))
+
+    def published(self, item: object, incident_id: str | None) -> None:
+        self.items.append(item)
+
+    def recording_done(
+        self, call_id: str, name: str, incident_id: str | None, *, failed: bool
+    ) -> None:
+        return None
+
+
+def make_service(runner: ScriptedRunner, recorder: Recorder) -> CallService:
+    return CallService(
+        distributor=core.Distributor(CENTRE),
+        runner=runner,
+        takers=TakerDirectory.from_config(CENTRE),
+        default_queue="main",
+        observers=[recorder],
+        clock=lambda: 1000.0,
+    )
+
+
+async def drain(service: CallService) -> None:
+    task = asyncio.create_task(service.run())
+    await asyncio.wait_for(service.inbox.join(), 5)
+    task.cancel()
+    service.cancel_timers()
+
+
+ARRIVAL = core.CallerArrived("c1", core.CallerIdentity(number="0811"), "main")
+
+
+class TestConsumer:
+    async def test_arrival_runs_the_commands_in_order(self) -> None:
+        """A caller's arrival is answered, greeted and rung, in the core's order."""
+        runner, rec = ScriptedRunner(), Recorder()
+        service = make_service(runner, rec)
+        service.submit(ARRIVAL)
+        await drain(service)
+        kinds = [type(c).__name__ for c in runner.ran]
+        assert kinds[:3] == ["AnswerCaller", "PlayPrompt", "RingHandset"]
+        assert rec.arrived == [("c1", incident_id_for("c1"))]
+
+    async def test_failed_command_comes_back_to_the_core(self) -> None:
+        """A ring that fails is fed back as CommandFailed and the taker is blocked."""
+        runner, rec = ScriptedRunner(fail={core.RingHandset}), Recorder()
+        service = make_service(runner, rec)
+        with capture_logs() as logs:
+            service.submit(ARRIVAL)
+            await drain(service)
+        assert any(e["event"] == "service.command_failed" for e in logs)
+        taker = service.distributor.snapshot(1000.0)["takers"][0]
+        assert taker["blocked"] is True
+        assert "c1" in service.distributor.waiting_calls()  # never dropped
+
+    async def test_incident_id_is_deterministic(self) -> None:
+        """The same call always maps to the same incident id (restart-safe)."""
+        assert incident_id_for("siaga-lab-1.2") == incident_id_for("siaga-lab-1.2")
+        assert incident_id_for("siaga-lab-1.2") != incident_id_for("siaga-lab-1.3")
+
+    async def test_unsafe_caller_id_is_handed_to_the_fallback(self) -> None:
+        """A caller whose channel id we refuse is handed to the dialplan, not ignored."""
+        runner, rec = ScriptedRunner(), Recorder()
+        service = make_service(runner, rec)
+        service.submit(stasis_start("x" * 129))
+        with capture_logs() as logs:
+            await drain(service)
+        assert runner.handed_back == ["x" * 129]
+        assert any(e["event"] == "service.caller_rescued_to_fallback" for e in logs)
+
+    async def test_caller_we_fail_on_is_rescued_to_the_fallback(self) -> None:
+        """If handling a caller's arrival raises, the caller is handed to the dialplan."""
+        runner, rec = ScriptedRunner(), Recorder()
+        service = make_service(runner, rec)
+        service.distributor = BrokenDistributor(CENTRE)
+        service.submit(stasis_start("siaga-lab-1.1"))
+        with capture_logs() as logs:
+            await drain(service)
+        assert runner.handed_back == ["siaga-lab-1.1"]
+        assert [e["event"] for e in logs if e["log_level"] == "error"] == [
+            "service.item_failed",
+            "service.caller_rescued_to_fallback",
+        ]
+
+
+class BrokenDistributor(core.Distributor):
+    """A core with a bug: every event raises."""
+
+    def handle(self, event: core.Event, now: float) -> list[core.Command]:
+        raise RuntimeError("a bug in the core")
+
+
+def stasis_start(channel_id: str) -> ari.Event:
+    return ari.parse_event(
+        json.dumps(
+            {
+                "type": "StasisStart",
+                "args": ["caller", "trunk"],
+                "channel": {
+                    "id": channel_id,
+                    "name": "PJSIP/trunk-1",
+                    "state": "Up",
+                    "caller": {"name": "", "number": "0811"},
+                    "connected": {"name": "", "number": ""},
+                    "accountcode": "",
+                    "dialplan": {
+                        "context": "c",
+                        "exten": "s",
+                        "priority": 1,
+                        "app_name": "Stasis",
+                        "app_data": "",
+                    },
+                    "creationtime": "2026-11-28T20:00:00.000+0000",
+                    "language": "id",
+                },
+            }
+        )
+    )
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[tuple[TestClient[web.Request, web.Application], CallService]]:
+    service = make_service(ScriptedRunner(), Recorder())
+    app = make_app(
+        service=service,
+        metrics_=Metrics(),
+        tokens=TOKENS,
+        centre=CENTRE,
+        health=lambda: {"status": "ok"},
+    )
+    async with TestClient(TestServer(app)) as c:
+        yield c, service
+
+
+class TestHttpApi:
+    async def test_auth(
+        self, client: tuple[TestClient[web.Request, web.Application], CallService]
+    ) -> None:
+        """No token is 401; a role without the right is 403."""
+        c, _ = client
+        assert (await c.get("/api/state")).status == 401
+        ops = {"Authorization": "Bearer ops-token"}
+        assert (await c.get("/api/state", headers=ops)).status == 200
+        assert (await c.post("/api/takers/taker1/pause", headers=ops)).status == 403
+
+    async def test_pause_goes_to_the_consumer(
+        self, client: tuple[TestClient[web.Request, web.Application], CallService]
+    ) -> None:
+        """A pause request is queued for the consumer as a core event."""
+        c, service = client
+        admin = {"Authorization": "Bearer admin-token"}
+        r = await c.post("/api/takers/taker1/pause", json={"reason": "lunch"}, headers=admin)
+        assert r.status == 202
+        item = service.inbox.get_nowait()
+        assert item == ApiRequest(core.TakerPaused("taker1", "lunch"))
+
+    async def test_bad_payloads_get_4xx(
+        self, client: tuple[TestClient[web.Request, web.Application], CallService]
+    ) -> None:
+        """Unknown takers, bad JSON and invalid fields are 4xx with messages, never 500."""
+        c, _ = client
+        admin = {"Authorization": "Bearer admin-token"}
+        assert (await c.post("/api/takers/nobody/login", headers=admin)).status == 404
+        bad_json = await c.post("/api/takers/taker1/pause", data=b"{not json", headers=admin)
+        assert bad_json.status == 400
+        bad_reason = await c.post(
+            "/api/takers/taker1/pause", json={"reason": "x\n" * 40}, headers=admin
+        )
+        assert bad_reason.status == 422
+        assert "reason" in (await bad_reason.json())["fields"]
+        queues = await c.put(
+            "/api/queues",
+            json={"queues": [{"name": "main", "overflow": {"queue": "nowhere"}}]},
+            headers=admin,
+        )
+        assert queues.status == 422
+        assert "nowhere" in (await queues.json())["error"]
+
+    async def test_live_queue_change(
+        self, client: tuple[TestClient[web.Request, web.Application], CallService]
+    ) -> None:
+        """A valid queue change is accepted and sent to the core as ConfigChanged."""
+        c, service = client
+        admin = {"Authorization": "Bearer admin-token"}
+        r = await c.put(
+            "/api/queues",
+            json={"queues": [{"name": "main", "strategy": "ringall", "ring_timeout_s": 9}]},
+            headers=admin,
+        )
+        assert r.status == 202
+        item = service.inbox.get_nowait()
+        assert isinstance(item, ApiRequest)
+        assert isinstance(item.event, core.ConfigChanged)
+        assert item.event.config.queue("main").strategy is core.Strategy.RINGALL
+        got = await (await c.get("/api/queues", headers=admin)).json()
+        assert got["queues"][0]["ring_timeout_s"] == 9
+
+    async def test_metrics_and_health(
+        self, client: tuple[TestClient[web.Request, web.Application], CallService]
+    ) -> None:
+        """/metrics speaks Prometheus text and /healthz answers without a token."""
+        c, _ = client
+        text = await (await c.get("/metrics")).text()
+        assert "siaga_answer_seconds_bucket" in text or "siaga_calls_arrived" in text
+        assert (await (await c.get("/healthz")).json()) == {"status": "ok"}
