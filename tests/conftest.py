@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from harness import AsteriskInstance, asterisk_fixture, sipp_fixture
+from harness.checks import reset
 from harness.pgserver import private_pg
 from harness.service import ServiceFactory, ServiceProcess, free_port, service_env
 from pgtools import (
@@ -120,6 +121,7 @@ def service(
 
     Call it with ``extra={"SIAGA_...": ...}`` to change settings. A second call
     starts another process with the same state dir (a restart)."""
+    reset(asterisk_instance)  # nothing a previous test left may leak into this one
     started: list[ServiceProcess] = []
     port = free_port()
 

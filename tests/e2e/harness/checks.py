@@ -95,3 +95,14 @@ def wait_clean(instance: AsteriskInstance, timeout: float = 10.0) -> None:
             return
         time.sleep(0.2)
     raise AssertionError(f"Asterisk still holds channels {left[0]} and bridges {left[1]}")
+
+
+def reset(instance: AsteriskInstance, timeout: float = 10.0) -> None:
+    """Hang up every channel and destroy every bridge of ours on the test
+    instance, so a test starts from nothing a previous test left behind."""
+    channels, bridges = leftovers(instance)
+    for chan in channels:
+        instance.ari("DELETE", f"channels/{chan}")
+    for bridge in bridges:
+        instance.ari("DELETE", f"bridges/{bridge}")
+    wait_clean(instance, timeout)
