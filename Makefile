@@ -46,3 +46,11 @@ lab-stop:
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+# ---- benchmark (docs/PERFORMANCE.md): Queue() vs siaga_pbx on the bench Asterisk profile.
+# BENCH_ARGS passes options through, e.g. make bench BENCH_ARGS='--calls 5:100,50:3000'.
+.PHONY: bench
+bench: deps
+	@$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/python -m pip install -q -e '.[bench]'
+	@$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/python -m pip install -q 'matplotlib>=3.8'
+	$(BIN)/python -m bench $(BENCH_ARGS)

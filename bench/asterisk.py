@@ -53,6 +53,7 @@ class Leftovers:
     channels: int = 0
     bridges: int = 0
     waited_s: float = 0.0
+    remaining: int = 0  # channels still up even after the sweep
 
 
 class BenchAsterisk:
@@ -72,7 +73,7 @@ class BenchAsterisk:
     # ---- lifecycle -------------------------------------------------------------------
 
     def _script(self, *args: str, timeout: float = 600.0) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
+        return subprocess.run(  # noqa: S603 - our own script, fixed arguments
             [str(INSTANCE_SCRIPT), *args],
             capture_output=True,
             text=True,
@@ -168,7 +169,9 @@ class BenchAsterisk:
         shown = self.cli("queue show bench-112")
         members = shown.count("PJSIP/bench-h")
         if members != len(handsets):
-            raise BenchError(f"queue bench-112 has {members} members, not {len(handsets)}:\n{shown}")
+            raise BenchError(
+                f"queue bench-112 has {members} members, not {len(handsets)}:\n{shown}"
+            )
         plan = self.cli("dialplan show bench-queue")
         if "Queue(bench-112" not in plan:
             raise BenchError(f"context bench-queue not loaded:\n{plan}")
@@ -176,7 +179,7 @@ class BenchAsterisk:
     # ---- ARI -------------------------------------------------------------------------
 
     def ari(self, method: str, path: str, timeout: float = 10.0) -> tuple[int, Any]:
-        req = urllib.request.Request(
+        req = urllib.request.Request(  # noqa: S310 - http://127.0.0.1 from the profile
             f"{self.profile.ari_url}/ari{path}",
             method=method,
             headers={"Authorization": self._auth},
@@ -217,8 +220,7 @@ class BenchAsterisk:
         deadline = time.monotonic() + 10
         while (self.channels() or self.bridges()) and time.monotonic() < deadline:
             time.sleep(0.25)
-        if self.channels():
-            raise BenchError(f"channels are still up after the sweep: {self.channels()[:3]}")
+        left.remaining = len(self.channels())
         return left
 
     def clear_recordings(self) -> int:

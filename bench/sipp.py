@@ -64,7 +64,7 @@ class Sipp:
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "command.txt").write_text(" ".join(self.args) + "\n", encoding="utf-8")
         with (self.workdir / "screen.txt").open("wb") as screen:
-            self.proc = subprocess.Popen(
+            self.proc = subprocess.Popen(  # noqa: S603 - sipp with our own arguments
                 self.args,
                 cwd=self.workdir,
                 stdin=subprocess.DEVNULL,
@@ -86,7 +86,10 @@ class Sipp:
             if self.proc is not None and self.proc.poll() is not None:
                 raise SippError(f"sipp {self.name} exited early: {self.screen()[-1500:]}")
             out = subprocess.run(
-                ["ss", "-H", "-lun"], capture_output=True, text=True, check=False
+                ["ss", "-H", "-lun"],  # noqa: S607 - iproute2 on PATH
+                capture_output=True,
+                text=True,
+                check=False,
             ).stdout
             if needle in out:
                 return
@@ -96,7 +99,9 @@ class Sipp:
     def wait(self, timeout_s: float | None = None) -> int:
         assert self.proc is not None, "start() first"
         try:
-            self.returncode = self.proc.wait(timeout=self.bound_s if timeout_s is None else timeout_s)
+            self.returncode = self.proc.wait(
+                timeout=self.bound_s if timeout_s is None else timeout_s
+            )
         except subprocess.TimeoutExpired:
             self.stop()
         assert self.returncode is not None
@@ -106,7 +111,11 @@ class Sipp:
         """SIGUSR1 (sipp ends gracefully and writes its logs), then SIGTERM, then SIGKILL."""
         if self.proc is None:
             return
-        for sig, wait_s in ((signal.SIGUSR1, grace_s), (signal.SIGTERM, 3.0), (signal.SIGKILL, 5.0)):
+        for sig, wait_s in (
+            (signal.SIGUSR1, grace_s),
+            (signal.SIGTERM, 3.0),
+            (signal.SIGKILL, 5.0),
+        ):
             if self.proc.poll() is not None:
                 break
             self.proc.send_signal(sig)
@@ -139,11 +148,18 @@ class Sipp:
 
 
 def start_handsets(
-    ports: Iterable[int], addr: str, workdir: Path, *, talk_s: float, bound_s: float
+    ports: list[int],
+    addr: str,
+    workdir: Path,
+    *,
+    talk_s: float,
+    bound_s: float,
+    procs: list[Sipp],
 ) -> list[Sipp]:
-    """One handset sipp per port, each answering any number of calls at once."""
+    """One handset sipp per port, each answering any number of calls at once. Every process
+    started is appended to ``procs`` at once, so the caller can stop them whatever fails."""
     binary = sipp_binary()
-    procs: list[Sipp] = []
+    started: list[Sipp] = []
     for port in ports:
         wd = workdir / f"handset-{port}"
         args = [
@@ -157,7 +173,7 @@ def start_handsets(
             "-mi",
             addr,
             "-mp",
-            str(port + 1000),
+            str(40000 + (port % 1000) * 10),  # sipp binds mp, mp+2: keep 10 apart
             "-set",
             "talk_ticks",
             str(max(1, round(talk_s / TICK_S))),
@@ -167,10 +183,12 @@ def start_handsets(
             "10000",
             *_tracing(wd),
         ]
-        procs.append(Sipp(f"handset-{port}", args, wd, bound_s).start())
-    for sp, port in zip(procs, ports, strict=True):
+        sp = Sipp(f"handset-{port}", args, wd, bound_s)
+        procs.append(sp)
+        started.append(sp.start())
+    for sp, port in zip(started, ports, strict=True):
         sp.wait_listening(addr, port)
-    return procs
+    return started
 
 
 def start_caller(
@@ -186,6 +204,8 @@ def start_caller(
     bound_s: float,
 ) -> Sipp:
     """The bench caller: ``calls`` calls of 112 at ``rate`` calls/s from ``addr:port``."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "burst.ulaw").write_bytes(b"\xff" * 1600)  # 200 ms of PCMU silence
     args = [
         sipp_binary(),
         "-sf",
@@ -223,6 +243,7 @@ def start_caller(
 
 
 # ---- per-call records from the scenario logs -------------------------------------------
+
 
 @dataclass
 class CallerCall:
@@ -316,17 +337,17 @@ def read_logs(caller_log: Path, handset_logs: Iterable[Path]) -> Logs:
     for path in handset_logs:
         for ev in events(path):
             digits = _digits(ev.args[0]) if ev.args else ""
-            number = next(
+            matched = next(
                 (by_tail[digits[i:]] for i in range(min(len(digits), 4)) if digits[i:] in by_tail),
                 None,
             )
-            if number is None:
+            if matched is None:
                 logs.unmatched_handset_lines += 1
                 continue
-            key = (path, number)
+            key = (path, matched)
             if ev.kind == "ring":
-                hc = HandsetCall(number, ev.args[1] if len(ev.args) > 1 else "?", ev.at)
-                logs.handsets.setdefault(number, []).append(hc)
+                hc = HandsetCall(matched, ev.args[1] if len(ev.args) > 1 else "?", ev.at)
+                logs.handsets.setdefault(matched, []).append(hc)
                 open_calls[key] = hc
             elif ev.kind == "ack" and key in open_calls:
                 open_calls[key].ack = ev.at
