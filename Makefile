@@ -54,3 +54,12 @@ bench: deps
 	@$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/python -m pip install -q -e '.[bench]'
 	@$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/python -m pip install -q 'matplotlib>=3.8'
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# ---- soak (docs/FAILURES.md): SOAK_CALLS calls through the whole stack with random
+# abandon, no-answer and hang-up order; audits leaks, lost/duplicate incidents, RSS.
+# `make test` runs the same test with 60 calls (tests/soak/test_soak_short.py).
+SOAK_CALLS ?= 2000
+.PHONY: soak
+soak: deps
+	SIAGA_SOAK_CALLS=$(SOAK_CALLS) flock /tmp/siaga-e2e.lock \
+		$(BIN)/pytest tests/soak -q -s -p no:cacheprovider -o timeout=$$(( $(SOAK_CALLS) + 900 ))

@@ -18,6 +18,9 @@ from .incidents import migrate, purge
 from .runtime import Runtime
 
 
+EXIT_STEPPED_DOWN = 3
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="siaga-pbx", description="Siaga 112 PBX service")
     p.add_argument("--version", action="version", version=f"siaga-pbx {__version__}")
@@ -54,7 +57,10 @@ async def _run(settings: Settings) -> int:
     rt = Runtime(settings)
     rt.install_signal_handlers()
     await rt.run()
-    return 0
+    # A distinct status, so a supervisor can be told not to restart an
+    # instance that stepped down (systemd: RestartPreventExitStatus=3);
+    # restarting it would take the Stasis app back from the new instance.
+    return EXIT_STEPPED_DOWN if rt.stepped_down else 0
 
 
 async def _migrate(settings: Settings) -> int:

@@ -26,7 +26,25 @@ def _redact(
 
 
 def configure(level: str = "INFO") -> None:
-    logging.basicConfig(format="%(message)s", stream=sys.stdout, level=level.upper())
+    # Records of stdlib loggers (asyncio, aiohttp) become JSON lines too: every
+    # line of the service's output is exactly one JSON object.
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.JSONRenderer(),
+            ],
+            foreign_pre_chain=[
+                structlog.stdlib.add_logger_name,
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                _redact,
+                structlog.processors.format_exc_info,
+            ],
+        )
+    )
+    logging.basicConfig(handlers=[handler], level=level.upper())
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -34,13 +34,14 @@ from .adapters.conference import (
     ConferenceRunner,
     add_conference_routes,
 )
+from .adapters.fallback import FallbackSweeper
 from .adapters.http import make_app
 from .adapters.incidents import IncidentJournal
 from .adapters.metrics import Metrics
 from .config import Settings
 from .incidents import IncidentRecorder, IncidentStore, Outbox, OutboxRelay, add_incident_routes
 from .recovery import resynchronise
-from .service import CallService, ConferenceRequest, Resync
+from .service import CallService, ConferenceRequest, Resync, incident_id_for
 
 log = structlog.get_logger(__name__)
 
@@ -55,6 +56,9 @@ class Runtime:
         self.relay: OutboxRelay | None = None
         self.journal: IncidentJournal | None = None
         self.http_port: int | None = None
+        # Another instance took the Stasis app over (ApplicationReplaced).
+        self.stepped_down = False
+        self.fallback: FallbackSweeper | None = None
 
     async def run(self) -> None:
         s = self.settings
@@ -91,6 +95,7 @@ class Runtime:
                 resync=lambda svc: resynchronise(svc, rest, s.ari.app),
             )
             self.service = service
+            self.fallback = self._fallback_sweeper(rest, recorder)
             ws_base = s.ari.url.replace("http", "ws", 1) + "/ari"
             self.stream = ari.EventStream(
                 session,
@@ -139,6 +144,7 @@ class Runtime:
                 asyncio.create_task(service.run(), name="consumer"),
                 asyncio.create_task(self.journal.run(), name="journal"),
                 asyncio.create_task(self.relay.run(), name="outbox-relay"),
+                asyncio.create_task(self.fallback.run(), name="fallback-sweeper"),
             }
             if s.agencies_from_database:  # until it answers, the settings' directory serves
                 watcher = AgencyWatcher(
@@ -154,7 +160,11 @@ class Runtime:
                         log.error(
                             "service.task_failed", task=t.get_name(), error=repr(t.exception())
                         )
-                await self._shutdown(service)
+                if any(_replaced(t) for t in done):
+                    self.stepped_down = True
+                    await self._step_down(service, tasks)
+                else:
+                    await self._shutdown(service)
             finally:
                 for t in tasks | {stop}:
                     t.cancel()
@@ -164,9 +174,48 @@ class Runtime:
                 await runner.cleanup()
                 log.info("service.stopped")
 
+    def _fallback_sweeper(self, rest: ari.AriRest, recorder: IncidentRecorder) -> FallbackSweeper:
+        """Journals the calls the dialplan fallback carried while we were away."""
+        s = self.settings
+
+        async def channel_alive(channel_id: str) -> bool:
+            try:
+                await rest.get_channel(channel_id)
+            except Exception:  # noqa: BLE001 - gone, or Asterisk away: the file's age decides
+                return False
+            return True
+
+        return FallbackSweeper(
+            recorder,
+            s.recording_dir,
+            s.state_dir,
+            channel_alive=channel_alive,
+            incident_for=incident_id_for,
+            language=s.prompts.language,
+            interval_s=s.fallback_scan_s,
+        )
+
     async def _on_connected(self) -> None:
         if self.service is not None:
             self.service.submit(Resync())
+        if self.fallback is not None:
+            self.fallback.poke()
+
+    async def _step_down(self, service: CallService, tasks: set[asyncio.Task[Any]]) -> None:
+        """Another instance took our Stasis app: it owns every call now. Touch
+        none of them (no hand-back, no hang-up, no timers); keep what we journalled."""
+        for t in tasks:
+            if t.get_name() == "consumer":
+                t.cancel()
+        service.cancel_timers()
+        log.critical(
+            "service.stepped_down",
+            reason="ApplicationReplaced: another instance registered the Stasis app",
+            hint="this instance leaves all calls to the new one and exits; it does not reconnect",
+        )
+        if self.journal is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.journal.flush(), timeout=5.0)
 
     async def _shutdown(self, service: CallService) -> None:
         """Stop taking calls; leave bridged calls to Asterisk; flush the journal."""
@@ -194,6 +243,14 @@ class Runtime:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
+
+
+def _replaced(task: asyncio.Task[Any]) -> bool:
+    return (
+        task.done()
+        and not task.cancelled()
+        and isinstance(task.exception(), ari.ApplicationReplacedError)
+    )
 
 
 def _bound_port(runner: web.AppRunner) -> int:

@@ -16,6 +16,7 @@ stops consuming events strands every caller in the queue.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections import OrderedDict
@@ -32,6 +33,7 @@ from .adapters.ari import (
     FeatureRequest,
     HandBack,
     TakerDirectory,
+    caller_identity_of,
     feature_event,
     translate,
 )
@@ -160,6 +162,7 @@ class CallService:
                     await self._runner.hand_back(call_id)
                     count += 1
                     log.info("shutdown.caller_handed_back")
+                    self._handed_back(call_id, "service stopping")
                 except Exception as exc:  # noqa: BLE001 - try every caller
                     log.error(  # noqa: TRY400 - expected when the caller just hung up
                         "shutdown.hand_back_failed", error=str(exc)[:300]
@@ -191,7 +194,27 @@ class CallService:
         call_id = item.channel.id
         if call_id in self.distributor.known_calls():
             return  # the core has them; its own recovery paths apply
+        if call_id not in self._incidents and ids.is_safe_id(call_id):
+            # The incident is opened here, so the fallback's recording (named
+            # siaga-handback-*) finds it when it is journalled.
+            with contextlib.suppress(ValueError):
+                arrived = core.CallerArrived(
+                    call_id, caller_identity_of(item.channel), self._default_queue
+                )
+                self._notify("call_arrived", arrived, self._clock(), self.remember_call(call_id))
         await self._hand_back(call_id, "failed to handle the arrival")
+        if call_id in self._incidents:
+            self._handed_back(call_id, "failed to handle the arrival")
+
+    def _handed_back(self, call_id: str, reason: str) -> None:
+        """Close a handed-back caller's journal: the dialplan fallback has the call now."""
+        ended = core.PublishCallEvent(
+            call_id,
+            core.CallStage.OVERFLOWED,
+            self._clock(),
+            {"side": "fallback", "to": "dialplan-fallback", "reason": reason},
+        )
+        self._notify("published", ended, self._incidents.get(call_id))
 
     async def _hand_back(self, call_id: str, reason: str) -> None:
         with structlog.contextvars.bound_contextvars(call_id=call_id):
@@ -231,7 +254,7 @@ class CallService:
                     await self.feed(ev)
             return
         if isinstance(item, ConferenceRequest):
-            log.error("service.conference_disabled", event=type(item.event).__name__)
+            log.error("service.conference_disabled", conference_event=type(item.event).__name__)
             return
         await self.feed(item)  # a core event (timer, failed command)
 

@@ -62,7 +62,7 @@ def require(*roles: Role) -> Callable[[Handler], Handler]:
 async def read_json(request: web.Request) -> Any:
     try:
         return await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # bad JSON, bad UTF-8, absurd nesting
         raise web.HTTPBadRequest(
             text=json.dumps({"error": f"body is not valid JSON: {exc}"}),
             content_type="application/json",

@@ -1,0 +1,224 @@
+"""Journals the 112 calls the dialplan fallback carried while we were away.
+
+While the service is down (or its event websocket is), ``Stasis()`` fails and
+``[siaga-fallback]`` rings the call takers directly. ARI cannot tell us about
+those calls afterwards: a finished channel leaves no trace in ARI. What stays
+is the fallback's evidence recording, and the dialplan names it so that it
+carries what the incident needs (``[siaga-record]``)::
+
+    siaga-fallback-<uniqueid>_<caller digits>.wav   a call we never saw
+    siaga-handback-<uniqueid>_<caller digits>.wav   a call we handed back (graceful
+                                                    stop, overflow): it has an incident
+    siaga-callback-...                              a callback leg: not ours to journal
+
+``FallbackSweeper`` scans the recording directory (at every resync and every
+``interval_s``) for finished files (unchanged for ``settle_s`` and whose
+channel Asterisk no longer holds) and journals each exactly once:
+
+- ``siaga-fallback-*``: an incident with one call (arrival from the uniqueid's
+  epoch, the caller's number from the file name, end = the file's last write),
+  timeline ``arrived`` and ``hung_up`` with ``mode=fallback``, and the recording;
+- ``siaga-handback-*``: the recording, attached to the call's existing incident.
+
+Which files are done lives in ``<state_dir>/fallback-sweep.json``. Files older
+than the first start of the service with this state dir are never imported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from .. import callerid, ids
+from ..incidents import DetailValue, IncidentRecorder, describe_recording
+
+log = structlog.get_logger(__name__)
+
+_NAME = re.compile(
+    r"^siaga-(?P<kind>fallback|handback)-(?P<call_id>[A-Za-z0-9.-]{1,96})_(?P<number>[0-9+]{0,32})\.wav$"
+)
+_EPOCH = re.compile(r"(?P<epoch>\d{9,11})\.\d+$")
+_KEEP_DONE = 50_000  # names remembered (the oldest are forgotten first)
+
+
+@dataclass(frozen=True, slots=True)
+class FallbackFile:
+    """What a fallback recording's name and file tell about its call."""
+
+    path: Path
+    kind: str  # "fallback" | "handback"
+    call_id: str
+    number: str
+    arrived_at: float
+    ended_at: float
+
+
+def parse_name(path: Path, *, mtime: float) -> FallbackFile | None:
+    """The call behind a recording file name, or None when it is not one of ours."""
+    m = _NAME.match(path.name)
+    if m is None or not ids.is_safe_id(m["call_id"]):
+        return None
+    epoch = _EPOCH.search(m["call_id"])
+    arrived = float(epoch["epoch"]) if epoch else mtime
+    return FallbackFile(
+        path=path,
+        kind=m["kind"],
+        call_id=m["call_id"],
+        number=callerid.clean_number(m["number"]),
+        arrived_at=min(arrived, mtime),
+        ended_at=mtime,
+    )
+
+
+ChannelAlive = Callable[[str], Awaitable[bool | None]]
+
+
+class FallbackSweeper:
+    """Run ``run()``; call ``poke()`` to scan now (after a resync)."""
+
+    def __init__(
+        self,
+        recorder: IncidentRecorder,
+        recording_dir: Path,
+        state_dir: Path,
+        *,
+        channel_alive: ChannelAlive,
+        incident_for: Callable[[str], str],
+        language: str = "id",
+        interval_s: float = 5.0,
+        settle_s: float = 3.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._recorder = recorder
+        self._dir = recording_dir
+        self._state_path = state_dir / "fallback-sweep.json"
+        self._channel_alive = channel_alive
+        self._incident_for = incident_for
+        self._language = language
+        self._interval_s = interval_s
+        self._settle_s = settle_s
+        self._clock = clock
+        self._wake = asyncio.Event()
+        self._since, self._done = self._load()
+        self.journalled = 0
+
+    def _load(self) -> tuple[float, dict[str, None]]:
+        try:
+            data = json.loads(self._state_path.read_text(encoding="utf-8"))
+            since = float(data["since"])
+            done = {str(n): None for n in data.get("done", [])}
+        except FileNotFoundError:
+            since, done = self._clock(), {}
+            self._save(since, done)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            # A damaged state file must not stop the service; start afresh from now.
+            log.error("fallback.state_unreadable", path=str(self._state_path), error=str(exc))  # noqa: TRY400
+            since, done = self._clock(), {}
+            self._save(since, done)
+        return since, done
+
+    def _save(self, since: float, done: dict[str, None]) -> None:
+        tmp = self._state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"since": since, "done": list(done)}), encoding="utf-8")
+        os.replace(tmp, self._state_path)
+
+    def poke(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the sweeper must outlive any one bad file or disk error
+                log.exception("fallback.sweep_failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self._interval_s)
+            self._wake.clear()
+
+    def _candidates(self) -> list[FallbackFile]:
+        now = self._clock()
+        found: list[FallbackFile] = []
+        try:
+            entries = list(os.scandir(self._dir))
+        except FileNotFoundError:
+            return []
+        for entry in entries:
+            if not entry.name.startswith(("siaga-fallback-", "siaga-handback-")):
+                continue
+            if entry.name in self._done:
+                continue
+            try:
+                mtime = entry.stat().st_mtime
+            except FileNotFoundError:
+                continue
+            if mtime < self._since or now - mtime < self._settle_s:
+                continue  # from before our time, or still being written
+            parsed = parse_name(Path(entry.path), mtime=mtime)
+            if parsed is None:
+                log.warning("fallback.unknown_file", name=callerid.clean_text(entry.name, 200))
+                self._done[entry.name] = None
+                continue
+            found.append(parsed)
+        return sorted(found, key=lambda f: (f.arrived_at, f.call_id))
+
+    async def sweep(self) -> int:
+        """Journal every finished fallback recording not yet journalled; return how many."""
+        files = await asyncio.to_thread(self._candidates)
+        count = 0
+        for f in files:
+            if await self._channel_alive(f.call_id):
+                continue  # the call is still going on: its recording is not finished
+            await self._journal(f)
+            self._done[f.path.name] = None
+            while len(self._done) > _KEEP_DONE:
+                self._done.pop(next(iter(self._done)))
+            await asyncio.to_thread(self._save, self._since, dict(self._done))
+            count += 1
+        self.journalled += count
+        return count
+
+    async def _journal(self, f: FallbackFile) -> None:
+        incident_id = self._incident_for(f.call_id)
+        with structlog.contextvars.bound_contextvars(call_id=f.call_id, incident_id=incident_id):
+            info = await describe_recording(f.path)
+            started = f.arrived_at
+            if f.kind == "fallback":
+                await self._recorder.open_call(
+                    f.call_id,
+                    arrived_at=f.arrived_at,
+                    number=f.number,
+                    queue="fallback",
+                    language=self._language,
+                    incident_id=uuid.UUID(incident_id),
+                )
+                detail: dict[str, DetailValue] = {
+                    "mode": "fallback",
+                    "recording": f.path.name,
+                }
+                await self._recorder.timeline(f.call_id, "arrived", f.arrived_at, detail)
+            else:
+                started = max(f.arrived_at, f.ended_at - (info.duration_s or 0.0))
+            await self._recorder.recording(f.call_id, info, started_at=started, ended_at=f.ended_at)
+            if f.kind == "fallback":
+                await self._recorder.timeline(
+                    f.call_id, "hung_up", f.ended_at, {"mode": "fallback", "side": "unknown"}
+                )
+                await self._recorder.close_call(f.call_id, ended_at=f.ended_at, side="fallback")
+            log.warning(
+                "fallback.call_journalled",
+                kind=f.kind,
+                recording=f.path.name,
+                hint="this call was carried by the dialplan fallback while the service was away",
+            )
