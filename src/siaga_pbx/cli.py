@@ -17,7 +17,6 @@ from .config import ConfigError, Settings, load
 from .incidents import migrate, purge
 from .runtime import Runtime
 
-
 EXIT_STEPPED_DOWN = 3
 
 
