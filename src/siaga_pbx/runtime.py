@@ -169,7 +169,7 @@ class Runtime:
                 for t in tasks | {stop}:
                     t.cancel()
                 await asyncio.gather(*tasks, stop, return_exceptions=True)
-                service.cancel_timers()
+                await service.close()
                 await store.close()
                 await runner.cleanup()
                 log.info("service.stopped")
@@ -223,7 +223,7 @@ class Runtime:
             await self.stream.close()
         # Let the consumer finish what is already queued, briefly.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(service.inbox.join(), timeout=2.0)
+            await asyncio.wait_for(service.idle(), timeout=2.0)
         await service.hand_back_waiting_callers()
         if self.journal is not None:
             with contextlib.suppress(TimeoutError):

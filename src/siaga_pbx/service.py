@@ -37,6 +37,7 @@ from .adapters.ari import (
     feature_event,
     translate,
 )
+from .lanes import Lanes
 
 log = structlog.get_logger(__name__)
 
@@ -72,6 +73,14 @@ class Resync:
 
 
 @dataclass(frozen=True, slots=True)
+class CommandDone:
+    """A telephony command finished in its lane (the conference desk follows
+    connects and ends of calls)."""
+
+    command: core.Command
+
+
+@dataclass(frozen=True, slots=True)
 class ApiRequest:
     """A core event that came from the HTTP API (login, pause, config ...)."""
 
@@ -85,7 +94,7 @@ class ConferenceRequest:
     event: conference.Event
 
 
-Item = ari.Event | core.Event | Resync | ApiRequest | ConferenceRequest
+Item = ari.Event | core.Event | Resync | ApiRequest | ConferenceRequest | CommandDone
 
 
 class ConferenceHook(Protocol):
@@ -123,6 +132,7 @@ class CallService:
         self.conference = conference
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._incidents: OrderedDict[str, str] = OrderedDict()
+        self._lanes: Lanes[core.Command] = Lanes(self._run_in_lane)
         self.handled = 0
 
     # ---- public --------------------------------------------------------
@@ -224,6 +234,11 @@ class CallService:
             except Exception as exc:  # noqa: BLE001 - nothing more we can do here
                 log.critical("service.caller_rescue_failed", error=str(exc)[:300])
 
+    async def close(self) -> None:
+        """Stop timers and lanes (the end of the service)."""
+        self.cancel_timers()
+        await self._lanes.close()
+
     def cancel_timers(self) -> None:
         for handle in self._timers.values():
             handle.cancel()
@@ -237,6 +252,10 @@ class CallService:
         if isinstance(item, Resync):
             if self._resync is not None:
                 await self._resync(self)
+            return
+        if isinstance(item, CommandDone):
+            if self.conference is not None:
+                await self.conference.after_command(item.command, self)
             return
         if isinstance(item, ApiRequest):
             await self.feed(item.event)
@@ -291,18 +310,28 @@ class CallService:
             incident_id = self._incidents.get(call_id) if call_id else None
             self._notify("published", cmd, incident_id)
         elif isinstance(cmd, ARI_COMMANDS):
-            try:
-                await self._runner.run(cmd)
-            except Exception as exc:  # noqa: BLE001 - every failure goes back to the core
-                log.warning(
-                    "service.command_failed", command=type(cmd).__name__, error=str(exc)[:300]
-                )
-                self.submit(core.CommandFailed(command=cmd, reason=str(exc)[:300]))
-            else:
-                if self.conference is not None:
-                    await self.conference.after_command(cmd, self)
+            self._lanes.submit(_lane_of(cmd), cmd)
         else:
             log.error("service.command_unhandled", command=type(cmd).__name__)
+
+    async def _run_in_lane(self, cmd: core.Command) -> None:
+        """Runs in the call's lane, off the consumer: report, never touch the core."""
+        try:
+            await self._runner.run(cmd)
+        except Exception as exc:  # noqa: BLE001 - every failure goes back to the core
+            log.warning("service.command_failed", command=type(cmd).__name__, error=str(exc)[:300])
+            self.submit(core.CommandFailed(command=cmd, reason=str(exc)[:300]))
+        else:
+            if self.conference is not None and isinstance(cmd, _CONFERENCE_FOLLOWS):
+                self.submit(CommandDone(cmd))
+
+    async def idle(self) -> None:
+        """Wait until the inbox is empty and every lane has drained."""
+        while True:
+            await self.inbox.join()
+            await self._lanes.idle()
+            if self.inbox.empty() and not self._lanes:
+                return
 
     def _start_timer(self, cmd: core.StartTimer) -> None:
         old = self._timers.pop(cmd.timer_id, None)
@@ -369,6 +398,21 @@ def incident_id_for(call_id: str) -> str:
     """The incident id of a call, derived from its Asterisk uniqueid, so that a
     restarted service finds the same incident for a call it adopts."""
     return str(uuid.uuid5(_INCIDENT_NAMESPACE, call_id))
+
+
+_CONFERENCE_FOLLOWS = (core.ConnectCall, core.EndCall, core.RedirectCaller)
+
+
+def _lane_of(cmd: core.Command) -> str:
+    """The call a telephony command belongs to: its lane."""
+    call_id = getattr(cmd, "call_id", None)
+    if isinstance(call_id, str):
+        return call_id
+    attempt = getattr(cmd, "attempt_id", None)
+    if isinstance(attempt, str):
+        parsed = ids.parse_offer_id(attempt)
+        return parsed[0] if parsed else attempt
+    return "-"
 
 
 def _call_of(event: core.Event) -> str | None:

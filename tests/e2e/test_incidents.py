@@ -80,7 +80,8 @@ class TestIncidentRecord:
         self, service: ServiceFactory, sipp: SippRunner, e2e_dsn: str
     ) -> None:
         """A second call from the same number within the window links to the first incident."""
-        service()
+        # One call taker, so both calls ring the one handset sipp plays.
+        service(extra={"SIAGA_TAKERS": '[{"id": "taker1", "endpoint": "PJSIP/taker1"}]'})
         handset = sipp.handset(5071, ring_s=0.3, calls=2, hangup="wait", timeout_s=60)
         sipp.caller(from_user="0812000003", talk_s=2.0, name="first").wait().assert_ok()
         sipp.caller(from_user="0812000003", talk_s=2.0, name="again").wait().assert_ok()

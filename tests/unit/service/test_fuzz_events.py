@@ -76,7 +76,7 @@ class FakeRunner:
 async def _consume(service: CallService, item: Any) -> None:
     task = asyncio.create_task(service.run())
     service.submit(item)
-    await asyncio.wait_for(service.inbox.join(), timeout=5)
+    await asyncio.wait_for(service.idle(), timeout=5)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

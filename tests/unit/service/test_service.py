@@ -77,7 +77,7 @@ def make_service(runner: ScriptedRunner, recorder: Recorder) -> CallService:
 
 async def drain(service: CallService) -> None:
     task = asyncio.create_task(service.run())
-    await asyncio.wait_for(service.inbox.join(), 5)
+    await asyncio.wait_for(service.idle(), 5)
     task.cancel()
     service.cancel_timers()
 
