@@ -110,11 +110,18 @@ def heard_by(inst: AsteriskInstance, channel_id: str, name: str, seconds: int = 
     )
     assert status == 200, (status, body)
     path = inst.recording_dir / f"probe-{name}.wav"
-    status, body = inst.ari(
-        "POST",
-        f"channels/{snoop}/record?name=probe-{name}&format=wav"
-        f"&maxDurationSeconds={seconds}&ifExists=overwrite",
-    )
+    # The snoop enters the Stasis app asynchronously: until it has, Asterisk
+    # answers 409 "Channel not in Stasis application". Retry briefly.
+    deadline = time.monotonic() + 3
+    while True:
+        status, body = inst.ari(
+            "POST",
+            f"channels/{snoop}/record?name=probe-{name}&format=wav"
+            f"&maxDurationSeconds={seconds}&ifExists=overwrite",
+        )
+        if status != 409 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert status in (200, 201), (status, body)
     time.sleep(seconds + 0.8)
     inst.ari("DELETE", f"channels/{snoop}")
