@@ -92,6 +92,7 @@ class Runtime:
                 takers=TakerDirectory.from_config(centre),
                 default_queue=centre.default_queue,
                 observers=[self.journal, metrics],
+                on_command_failed=metrics.command_failed,
                 resync=lambda svc: resynchronise(svc, rest, s.ari.app),
             )
             self.service = service

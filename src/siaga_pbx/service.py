@@ -119,6 +119,7 @@ class CallService:
         observers: Iterable[Observer] = (),
         resync: Callable[[CallService], Awaitable[None]] | None = None,
         conference: ConferenceHook | None = None,
+        on_command_failed: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.distributor = distributor
@@ -130,6 +131,7 @@ class CallService:
         self._clock = clock
         self._resync = resync
         self.conference = conference
+        self._on_command_failed = on_command_failed
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._incidents: OrderedDict[str, str] = OrderedDict()
         self._lanes: Lanes[core.Command] = Lanes(self._run_in_lane)
@@ -320,6 +322,8 @@ class CallService:
             await self._runner.run(cmd)
         except Exception as exc:  # noqa: BLE001 - every failure goes back to the core
             log.warning("service.command_failed", command=type(cmd).__name__, error=str(exc)[:300])
+            if self._on_command_failed is not None:
+                self._on_command_failed(type(cmd).__name__)
             self.submit(core.CommandFailed(command=cmd, reason=str(exc)[:300]))
         else:
             if self.conference is not None and isinstance(cmd, _CONFERENCE_FOLLOWS):

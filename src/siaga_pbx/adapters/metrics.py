@@ -170,7 +170,3 @@ class Metrics:
 
     def command_failed(self, command: str) -> None:
         self.command_failures.labels(command=command).inc()
-
-
-def monotonic() -> float:
-    return time.perf_counter()

@@ -343,9 +343,6 @@ class Distributor:
         """Answered offers bridged with their caller: attempt id -> call id."""
         return dict(self._connected)
 
-    def is_connected(self, attempt_id: str) -> bool:
-        return attempt_id in self._connected
-
     def __repr__(self) -> str:
         states = [c.state for c in self._callers.values()]
         counts: dict[str, int] = {}

@@ -64,13 +64,16 @@ class Recorder:
         return None
 
 
-def make_service(runner: ScriptedRunner, recorder: Recorder) -> CallService:
+def make_service(
+    runner: ScriptedRunner, recorder: Recorder, metrics: Metrics | None = None
+) -> CallService:
     return CallService(
         distributor=core.Distributor(CENTRE),
         runner=runner,
         takers=TakerDirectory.from_config(CENTRE),
         default_queue="main",
         observers=[recorder],
+        on_command_failed=metrics.command_failed if metrics else None,
         clock=lambda: 1000.0,
     )
 
@@ -99,11 +102,16 @@ class TestConsumer:
     async def test_failed_command_comes_back_to_the_core(self) -> None:
         """A ring that fails is fed back as CommandFailed and the taker is blocked."""
         runner, rec = ScriptedRunner(fail={core.RingHandset}), Recorder()
-        service = make_service(runner, rec)
+        metrics = Metrics()
+        service = make_service(runner, rec, metrics)
         with capture_logs() as logs:
             service.submit(ARRIVAL)
             await drain(service)
         assert any(e["event"] == "service.command_failed" for e in logs)
+        failures = metrics.registry.get_sample_value(
+            "siaga_command_failures_total", {"command": "RingHandset"}
+        )
+        assert failures == 1.0  # ops see it on /metrics
         taker = service.distributor.snapshot(1000.0)["takers"][0]
         assert taker["blocked"] is True
         assert "c1" in service.distributor.waiting_calls()  # never dropped
