@@ -12,9 +12,15 @@ Asterisk what it holds and reconcile:
    a call bridge ``siaga-call-X`` with a handset in it is a connected call;
    with the caller alone it is a waiting caller. Callers are adopted in order
    of arrival (channel creation time), so the queue keeps its order.
-3. Leftovers are swept: bridges of ours whose caller is gone, and handset
-   offers that were ringing when we died (the core rings again). Only objects
-   with our prefix are ever touched.
+   Conferences come back too: dispatcher and supervisor legs
+   ``siaga-disp-<call>-<n>`` in the call bridge (or on a snoop bridge
+   ``siaga-snoop-<call>-<n>``) describe themselves in channel variables
+   (``SIAGA_PARTY``, ``SIAGA_ROLE``); a call bridge with dispatchers and no
+   handset is a handed-over call, which the conference core owns again.
+3. Leftovers are swept: bridges of ours whose caller is gone, handset offers
+   and dispatcher legs that were ringing when we died (the cores ring again
+   on request), and snoop bridges no party owns. Only objects with our
+   prefix are ever touched.
 """
 
 from __future__ import annotations
@@ -25,8 +31,9 @@ from datetime import datetime
 
 import structlog
 
-from . import ari, core, ids
+from . import ari, conference, core, ids
 from .adapters.ari import caller_identity_of
+from .adapters.conference import ConferenceDesk
 from .service import CallService
 
 log = structlog.get_logger(__name__)
@@ -41,26 +48,41 @@ def _endpoint_of(channel: ari.Channel) -> str:
     return channel.name.rsplit("-", 1)[0]
 
 
+def _desk(service: CallService) -> ConferenceDesk | None:
+    return service.conference if isinstance(service.conference, ConferenceDesk) else None
+
+
+def _is_leg_of(channel_id: str, call_id: str) -> bool:
+    return channel_id.startswith(f"siaga-disp-{call_id}-")
+
+
 async def resynchronise(service: CallService, rest: ari.AriRest, app: str) -> None:
     """Reconcile the core with what Asterisk holds now (see the module doc)."""
     now = time.time()
     channels = {c.id: c for c in await rest.list_channels()}
-    bridges = {b.id: b for b in await rest.list_bridges() if ids.call_id_from_bridge(b.id)}
+    all_bridges = await rest.list_bridges()
+    bridges = {b.id: b for b in all_bridges if ids.call_id_from_bridge(b.id)}
+    snoops = {b.id: b for b in all_bridges if b.id.startswith("siaga-snoop-")}
     in_app = set((await rest.get_application(app)).channel_ids)
     await _subscribe_takers(service, rest, app)
     lost = await _feed_what_was_lost(service, channels, in_app)
+    lost += await _feed_conference_losses(service, channels, in_app)
+    _report_lost(lost)
     adopted = 0
     for arrived_at, call_id, bridge in await _to_adopt(service, rest, channels, bridges, in_app):
-        await _adopt(service, channels, call_id, bridge, arrived_at=arrived_at, now=now)
+        await _adopt(
+            service,
+            rest,
+            channels,
+            snoops,
+            call_id=call_id,
+            bridge=bridge,
+            arrived_at=arrived_at,
+            now=now,
+        )
         adopted += 1
-    # Offers of ours that no core offer owns were ringing when we died.
-    d = service.distributor
-    owned = set(d.live_offers()) | set(d.connected_attempts())
-    for chan_id in channels:
-        if ids.parse_offer_id(chan_id) and chan_id not in owned:
-            with contextlib.suppress(ari.AriNotFound):
-                await rest.hangup(chan_id)
-    await service.run_commands(d.resume(now))
+    await _sweep_unowned(service, rest, channels, snoops)
+    await service.run_commands(service.distributor.resume(now))
     log.info(
         "recovery.done", channels=len(channels), bridges=len(bridges), adopted=adopted, lost=lost
     )
@@ -86,13 +108,40 @@ async def _feed_what_was_lost(
         if call_id not in channels:
             lost += 1
             await service.feed(core.CallerHungUp(call_id, cause=0))
+    return lost
+
+
+async def _feed_conference_losses(
+    service: CallService, channels: dict[str, ari.Channel], in_app: set[str]
+) -> int:
+    """The same for the conference core (after a websocket gap): legs that
+    answered or went, and handed-over callers who hung up, while we were away."""
+    desk = _desk(service)
+    if desk is None:
+        return 0
+    lost = 0
+    # Callers first: a handed-over call whose caller is gone ends here, before
+    # its dispatchers' departures could send it back to the queue.
+    for call_id in sorted(desk.core.live_calls() - service.distributor.known_calls()):
+        if call_id not in channels:  # a handed-over call: its end is the conference's
+            lost += 1
+            await desk.feed(conference.CallerLeft(call_id, cause=0), service)
+    for leg in sorted(desk.core.legs()):
+        chan = channels.get(leg)
+        if chan is None:
+            await desk.feed(conference.PartyGone(leg, cause=0), service)
+        elif chan.state == "Up" and leg in in_app:
+            await desk.feed(conference.PartyAnswered(leg), service)  # ignored if joined
+    return lost
+
+
+def _report_lost(lost: int) -> None:
     if lost:
         log.warning(
             "recovery.state_lost",
             lost=lost,
             hint="calls ended while we were disconnected, or Asterisk restarted",
         )
-    return lost
 
 
 async def _to_adopt(
@@ -105,6 +154,9 @@ async def _to_adopt(
     """Callers Asterisk holds that the core does not, in order of arrival;
     sweeps our bridges whose caller is gone on the way."""
     known = service.distributor.known_calls()
+    desk = _desk(service)
+    if desk is not None:
+        known |= desk.core.live_calls()  # handed-over calls are the conference core's
     now = time.time()
     adopt: list[tuple[float, str, ari.Bridge | None]] = []
     for found in bridges.values():
@@ -127,24 +179,30 @@ async def _to_adopt(
 
 async def _adopt(
     service: CallService,
+    rest: ari.AriRest,
     channels: dict[str, ari.Channel],
+    snoops: dict[str, ari.Bridge],
+    *,
     call_id: str,
     bridge: ari.Bridge | None,
-    *,
     arrived_at: float,
     now: float,
 ) -> None:
     d = service.distributor
     who = caller_identity_of(channels[call_id])
     if bridge is None:
-        await service.feed(core.CallerArrived(call_id, who, d.default_queue))
+        await service.feed(core.CallerArrived(call_id, who, d.default_queue, recovered=True))
         return
     handsets = [c for c in bridge.channels if ids.parse_offer_id(c) and c in channels]
     # Attempt numbers already used for this call, so new offers get new ids.
-    used = [p[1] for c in channels if (p := ids.parse_offer_id(c)) and p[0] == call_id]
+    used = max(
+        (p[1] for c in channels if (p := ids.parse_offer_id(c)) and p[0] == call_id), default=0
+    )
     taker_id = service.taker_for(_endpoint_of(channels[handsets[0]])) if handsets else None
+    desk = _desk(service)
+    parties = await _parties(rest, channels, snoops, call_id, bridge) if desk else []
     with structlog.contextvars.bound_contextvars(
-        call_id=call_id, incident_id=service.remember_call(call_id)
+        call_id=call_id, incident_id=service.journal_recovered(call_id, who, arrived_at)
     ):
         if handsets and taker_id is not None:
             cmds = d.adopt_connected_call(
@@ -157,6 +215,22 @@ async def _adopt(
                 now=now,
             )
             log.info("recovery.adopted_connected", taker_id=taker_id)
+            await service.run_commands(cmds)
+            if desk is not None:
+                await desk.adopt(
+                    service,
+                    call_id,
+                    taker_channel=handsets[0],
+                    taker_id=taker_id,
+                    parties=parties,
+                    offers_made=used,
+                )
+        elif desk is not None and parties:
+            # Dispatchers and no handset: the taker had handed the call over.
+            # (If none of them talks, the conference core queues the caller.)
+            await desk.adopt(
+                service, call_id, taker_channel=None, taker_id="", parties=parties, offers_made=used
+            )
         else:
             cmds = d.adopt_waiting_caller(
                 call_id,
@@ -164,10 +238,76 @@ async def _adopt(
                 queue=d.default_queue,
                 arrived_at=arrived_at,
                 now=now,
-                offers_made=max(used, default=0),
+                offers_made=used,
             )
             log.info("recovery.adopted_waiting")
-        await service.run_commands(cmds)
+            await service.run_commands(cmds)
+
+
+async def _parties(
+    rest: ari.AriRest,
+    channels: dict[str, ari.Channel],
+    snoops: dict[str, ari.Bridge],
+    call_id: str,
+    bridge: ari.Bridge,
+) -> list[conference.AdoptedParty]:
+    """The answered parties of a call: legs in its bridge or on its snoop
+    bridges, as their own channel variables describe them. A leg that cannot
+    say who it is is left out (and swept)."""
+    places: list[tuple[str, str | None]] = [
+        (c, None) for c in bridge.channels if _is_leg_of(c, call_id)
+    ]
+    for snoop in snoops.values():
+        if snoop.id.startswith(f"siaga-snoop-{call_id}-"):
+            places += [(c, snoop.id) for c in snoop.channels if _is_leg_of(c, call_id)]
+    parties: list[conference.AdoptedParty] = []
+    for leg, snoop_id in places:
+        if leg not in channels:
+            continue
+        try:
+            party = await rest.get_variable(leg, "SIAGA_PARTY")
+            role = await rest.get_variable(leg, "SIAGA_ROLE")
+            parties.append(
+                conference.AdoptedParty.from_tags(
+                    leg, _endpoint_of(channels[leg]), party, role, snoop_id
+                )
+            )
+        except (ari.AriError, ValueError) as exc:
+            log.warning("recovery.party_unreadable", leg_id=leg, error=str(exc)[:200])
+    return parties
+
+
+async def _sweep_unowned(
+    service: CallService,
+    rest: ari.AriRest,
+    channels: dict[str, ari.Channel],
+    snoops: dict[str, ari.Bridge],
+) -> None:
+    """Hang up offers and dispatcher legs no core owns (they were ringing
+    when we died, or could not be adopted); take down snoop bridges no party
+    sits on."""
+    d = service.distributor
+    owned = set(d.live_offers()) | set(d.connected_attempts())
+    desk = _desk(service)
+    owned |= set(desk.core.legs()) if desk is not None else set()
+    owned_snoops = desk.core.snoops() if desk is not None else set()
+    for chan_id in channels:
+        if chan_id in owned:
+            continue
+        if ids.parse_offer_id(chan_id) or chan_id.startswith("siaga-disp-"):
+            with contextlib.suppress(ari.AriNotFound):
+                await rest.hangup(chan_id)
+                log.info("recovery.swept_channel", channel_id=chan_id)
+    for snoop in snoops.values():
+        if snoop.id in owned_snoops:
+            continue
+        for chan_id in snoop.channels:
+            if ids.is_ours(chan_id):
+                with contextlib.suppress(ari.AriNotFound):
+                    await rest.hangup(chan_id)
+        with contextlib.suppress(ari.AriNotFound):
+            await rest.destroy_bridge(snoop.id)
+            log.info("recovery.swept_bridge", bridge_id=snoop.id)
 
 
 async def _sweep_bridge(rest: ari.AriRest, bridge: ari.Bridge) -> None:

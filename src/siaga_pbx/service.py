@@ -151,6 +151,17 @@ class CallService:
         self._remember(call_id, incident)
         return incident
 
+    def journal_recovered(
+        self, call_id: str, caller: core.CallerIdentity, arrived_at: float
+    ) -> str:
+        """A restarted service adopted this call: make sure its incident exists.
+        An earlier run may have died before journalling the arrival; the
+        incident store opens it at most once (``OpenIncident.recovered``)."""
+        incident = self.remember_call(call_id)
+        event = core.CallerArrived(call_id, caller, self._default_queue, recovered=True)
+        self._notify("call_arrived", event, arrived_at, incident)
+        return incident
+
     def taker_for(self, endpoint: str) -> str | None:
         return self._takers.taker_for(endpoint)
 

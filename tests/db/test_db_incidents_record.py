@@ -274,3 +274,63 @@ class TestAppendOnlyTimeline:
                 await conn.execute("DELETE FROM purge_audit")
         finally:
             await conn.close()
+
+
+class TestRecoveredCalls:
+    """A restarted service journals every call it adopts as *recovered*: the
+    incident is opened at most once, whether or not the run before journalled it."""
+
+    async def stages(self, dsn: str, call_id: str) -> list[tuple[str, bool]]:
+        rows = await fetch(
+            dsn, "SELECT stage, detail FROM timeline WHERE call_id = $1 ORDER BY id", call_id
+        )
+        return [(r["stage"], "recovered" in str(r["detail"])) for r in rows]
+
+    async def test_journalled_before_the_restart_is_left_alone(
+        self, migrated_dsn: str, outbox: Outbox
+    ) -> None:
+        rec = IncidentRecorder(outbox)
+        call_id, incident = unique("c"), uuid.uuid4()
+        t0 = time.time() - 60
+        await rec.open_call(call_id, arrived_at=t0, number="0812", incident_id=incident)
+        await rec.timeline(call_id, CallStage.ARRIVED, t0, {"queue": "main"})
+        await rec.open_call(
+            call_id, arrived_at=t0, number="0812", incident_id=incident, recovered=True
+        )
+        await drain(outbox, migrated_dsn, repeat_window_s=WINDOW_S)
+        count = await fetchval(
+            migrated_dsn, "SELECT count(*) FROM calls WHERE call_id = $1", call_id
+        )
+        assert count == 1
+        assert await self.stages(migrated_dsn, call_id) == [("arrived", False)]
+        assert await outbox.dead_letters() == []
+
+    async def test_lost_before_the_restart_is_opened_with_its_arrival(
+        self, migrated_dsn: str, outbox: Outbox
+    ) -> None:
+        rec = IncidentRecorder(outbox)
+        call_id, incident = unique("c"), uuid.uuid4()
+        t0 = time.time() - 60
+        for _ in range(2):  # adopted by two restarts in a row: still once
+            await rec.open_call(
+                call_id, arrived_at=t0, number="0812", incident_id=incident, recovered=True
+            )
+        await drain(outbox, migrated_dsn, repeat_window_s=WINDOW_S)
+        row = await fetch(
+            migrated_dsn, "SELECT incident_id, arrived_at FROM calls WHERE call_id = $1", call_id
+        )
+        assert [(r["incident_id"], r["arrived_at"].timestamp()) for r in row] == [
+            (incident, pytest.approx(t0, abs=1e-3))
+        ]
+        assert await self.stages(migrated_dsn, call_id) == [("arrived", True)]
+
+    async def test_a_new_arrival_opened_twice_is_still_refused(
+        self, migrated_dsn: str, outbox: Outbox
+    ) -> None:
+        """Only the recovery path forgives a second open; a new one is a bug, parked."""
+        rec = IncidentRecorder(outbox)
+        call_id = unique("c")
+        await rec.open_call(call_id, arrived_at=time.time(), number="0812")
+        await rec.open_call(call_id, arrived_at=time.time(), number="0812")
+        await drain(outbox, migrated_dsn, repeat_window_s=WINDOW_S)
+        assert len(await outbox.dead_letters()) == 1

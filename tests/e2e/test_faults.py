@@ -295,6 +295,76 @@ class TestServiceKilled:
         assert dead_letters(tmp_path / "state") == []
         wait_clean(asterisk_instance)
 
+    def test_sigkill_during_a_conference_and_after_a_handover(
+        self,
+        service: ServiceFactory,
+        sipp: SippRunner,
+        asterisk_instance: AsteriskInstance,
+        e2e_dsn: str,
+        tmp_path: Path,
+    ) -> None:
+        """SIGKILL with A in a conference and B handed over: both carry on, and the
+        restarted service owns them again (role change, requeue when B's dispatcher goes)."""
+        inst = asterisk_instance
+        cfg = config(("taker1", "taker2"))
+        svc = service(extra=cfg)
+        sipp.handset(5071, name="taker1", ring_s=0.3, hangup="wait", timeout_s=90)
+        taker2 = sipp.handset(5072, name="taker2", ring_s=0.3, hangup="wait", calls=2, timeout_s=90)
+        damkar = sipp.handset(5081, name="damkar", ring_s=0.3, tone_hz=1700, timeout_s=90)
+        dinkes = sipp.handset(
+            5082, name="dinkes", ring_s=0.3, tone_hz=900, talk_s=16.0, hangup="bye", timeout_s=90
+        )
+        a = sipp.caller(from_user=N_A, name="A", talk_s=32.0, hangup="bye", timeout_s=90)
+        svc.wait_state(lambda s: connected(s) == {N_A}, 5, "A bridged with taker1")
+        b = sipp.caller(from_user=N_B, name="B", talk_s=32.0, hangup="bye", timeout_s=90)
+        svc.wait_state(lambda s: connected(s) == {N_A, N_B}, 5, "B bridged with taker2")
+        ids = call_ids(e2e_dsn, 2)
+        a_id, b_id = ids[N_A], ids[N_B]
+        for call_id, agency in ((a_id, "damkar"), (b_id, "dinkes")):
+            status, body = svc.post(f"/api/calls/{call_id}/dispatchers", {"agency": agency})
+            assert status == 202, body
+        svc.wait_until(
+            lambda _health: all(
+                len(svc.get(f"/api/calls/{c}/conference")["parties"]) == 1 for c in (a_id, b_id)
+            ),
+            10,
+            "both dispatchers joined",
+        )
+        status, body = svc.post(f"/api/calls/{b_id}/handover")
+        assert status == 202, body
+        svc.wait_state(lambda s: connected(s) == {N_A}, 5, "B handed over to Dinkes")
+        svc.stop(9)
+        time.sleep(1.0)
+        svc2 = service(extra=cfg)
+        first = svc2.wait_state(lambda s: connected(s) == {N_A}, 5, "A adopted, B not queued")
+        assert waiting(first) == []  # the handed-over caller is not offered to a taker
+        conf_a = svc2.get(f"/api/calls/{a_id}/conference")
+        assert [(p["who"], p["role"]) for p in conf_a["parties"]] == [("damkar", "talk")]
+        assert conf_a["taker_id"] == "taker1"
+        conf_b = svc2.get(f"/api/calls/{b_id}/conference")
+        assert conf_b["handed_over"] is True
+        assert [(p["who"], p["role"]) for p in conf_b["parties"]] == [("dinkes", "talk")]
+        # The adopted conference answers requests: Damkar to listen-only and back.
+        for role in ("listen", "talk"):
+            status, body = svc2.post(f"/api/calls/{a_id}/dispatchers/damkar/role", {"role": role})
+            assert status == 202, body
+        # Dinkes hangs up: nobody talks with B any more, so B is queued and rung again.
+        svc2.wait_state(lambda s: connected(s) == {N_A, N_B}, 25, "B back with a call taker")
+        results = {k: p.wait() for k, p in (("A", a), ("B", b))}
+        for r in results.values():
+            r.assert_ok()
+            assert r.ended_by == ["local"]  # at its planned time: nobody sent the caller a BYE
+        for p in (taker2, damkar, dinkes):
+            p.wait().assert_ok()
+        rows = db_rows(e2e_dsn, "SELECT stage FROM timeline WHERE call_id = $1 ORDER BY id", b_id)
+        stages = [r["stage"] for r in rows]
+        assert stages.index("handed_over") < stages.index("requeued"), stages
+        assert stages.count("answered") == 2, stages
+        assert_complete(e2e_dsn, ids)
+        assert events(svc2, "recovery.adopted_conference"), svc2.log_tail()
+        assert dead_letters(tmp_path / "state") == []
+        wait_clean(inst)
+
     def test_sigterm_hands_back_waiting_and_journals_fallback_calls(
         self,
         service: ServiceFactory,

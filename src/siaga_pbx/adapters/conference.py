@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .. import ari, conference, core, ids
 from ..service import CallService, ConferenceRequest, Item
-from .ari import translate_conference
+from .ari import caller_identity_of, translate_conference
 from .http import error, read_json, require, validation_error
 
 log = structlog.get_logger(__name__)
@@ -47,7 +47,7 @@ class ConferenceRunner:
     """Carries out conference commands that touch Asterisk. Raises on failure."""
 
     def __init__(self, rest: ari.AriRest, app: str, language: str = "id") -> None:
-        self._rest = rest
+        self.rest = rest
         self._app = app
         self._language = language
 
@@ -55,8 +55,14 @@ class ConferenceRunner:
         with contextlib.suppress(*errors):
             await coro
 
+    async def _keep_role(self, leg_id: str, role: str) -> None:
+        """Write the party's role on its leg, for adoption after a restart.
+        Before the join, so a leg in the bridge always says how it joined."""
+        if role:
+            await self.rest.set_variable(leg_id, "SIAGA_ROLE", role)
+
     async def run(self, cmd: conference.ConferenceCommand) -> None:
-        rest = self._rest
+        rest = self.rest
         if isinstance(cmd, conference.RingParty):
             await rest.originate(
                 cmd.endpoint,
@@ -65,20 +71,23 @@ class ConferenceRunner:
                 app_args=["party", cmd.call_id],
                 timeout_s=int(cmd.timeout_s) + 5,  # the core's timer ends the ring first
                 caller_id=f'"{cmd.label}" <112>',
-                variables={},
+                variables={"SIAGA_PARTY": cmd.tag} if cmd.tag else {},
             )
         elif isinstance(cmd, conference.CancelParty):
             await self._ignoring(rest.hangup(cmd.leg_id), ari.AriNotFound)
         elif isinstance(cmd, conference.BridgeParty):
+            await self._keep_role(cmd.leg_id, cmd.role)
             if cmd.muted:  # before joining: not one word of a listener reaches the call
                 await rest.mute(cmd.leg_id, "in")
             await rest.add_channel(ids.bridge_id(cmd.call_id), [cmd.leg_id])
         elif isinstance(cmd, conference.SetMuted):
+            await self._keep_role(cmd.leg_id, cmd.role)
             if cmd.muted:
                 await rest.mute(cmd.leg_id, "in")
             else:
                 await rest.unmute(cmd.leg_id, "in")
         elif isinstance(cmd, conference.SnoopParty):
+            await self._keep_role(cmd.leg_id, cmd.role)
             await self._ignoring(
                 rest.create_bridge(cmd.snoop_id, type="mixing", name=cmd.snoop_id),
                 ari.AriConflict,
@@ -116,8 +125,8 @@ class ConferenceRunner:
         elif isinstance(cmd, conference.EndConference):
             await self._ignoring(rest.hangup(cmd.call_id), ari.AriNotFound)
             await self._ignoring(rest.destroy_bridge(ids.bridge_id(cmd.call_id)), ari.AriNotFound)
-        elif isinstance(cmd, conference.HandOverCall):  # pragma: no cover - the desk runs it
-            raise TypeError("HandOverCall is run by the desk, not over ARI")
+        elif isinstance(cmd, (conference.HandOverCall, conference.ReturnCall)):
+            raise TypeError(f"{type(cmd).__name__} is run by the desk, not over ARI")
         else:  # pragma: no cover - exhaustive
             raise TypeError(f"not a conference command: {type(cmd).__name__}")
 
@@ -161,6 +170,36 @@ class ConferenceDesk:
 
     # ---- running the core ----------------------------------------------------
 
+    async def adopt(
+        self,
+        service: CallService,
+        call_id: str,
+        *,
+        taker_channel: str | None,
+        taker_id: str,
+        parties: list[conference.AdoptedParty],
+        offers_made: int,
+    ) -> None:
+        """Recovery: rebuild one call's conference (``Conferences.adopt``)."""
+        with structlog.contextvars.bound_contextvars(
+            call_id=call_id, incident_id=service.incident_of(call_id)
+        ):
+            commands = self.core.adopt(
+                call_id,
+                taker_channel=taker_channel,
+                taker_id=taker_id,
+                parties=parties,
+                now=self._clock(),
+                offers_made=offers_made,
+            )
+            log.info(
+                "recovery.adopted_conference",
+                handed_over=taker_channel is None,
+                parties=[f"{p.who}:{p.role}" for p in parties],
+            )
+            for cmd in commands:
+                await self._execute(cmd, service)
+
     async def feed(self, event: conference.Event | core.TimerFired, service: CallService) -> None:
         call_id = getattr(event, "call_id", None)
         with structlog.contextvars.bound_contextvars(
@@ -180,6 +219,8 @@ class ConferenceDesk:
             await service.run_commands([cmd])
         elif isinstance(cmd, conference.HandOverCall):
             await service.feed(core.TakerHandedOver(cmd.call_id))
+        elif isinstance(cmd, conference.ReturnCall):
+            await self._return_call(cmd, service)
         else:
             try:
                 await self._runner.run(cmd)
@@ -189,6 +230,36 @@ class ConferenceDesk:
                 )
                 failed = conference.PartyCommandFailed(cmd, str(exc)[:300])
                 service.submit(ConferenceRequest(failed))
+
+    async def _return_call(self, cmd: conference.ReturnCall, service: CallService) -> None:
+        """Queue a handed-over caller again: nobody talks with them any more."""
+        try:
+            chan = await self._runner.rest.get_channel(cmd.call_id)
+        except ari.AriNotFound:
+            # The caller hung up at the same moment: nobody will take this call
+            # back, so its end is still ours (the StasisEnd only tidies legs).
+            await self._runner.run(conference.EndConference(cmd.call_id))
+            detail: dict[str, str | int | float | bool] = {"side": "caller", "handed_over": True}
+            stage = core.CallStage.HUNG_UP
+            await service.run_commands(
+                [core.PublishCallEvent(cmd.call_id, stage, self._clock(), detail)]
+            )
+            return
+        except Exception as exc:  # noqa: BLE001 - queue them anyway, with what we know
+            log.warning("conference.return_lookup_failed", error=str(exc)[:300])
+            chan = None
+        who = caller_identity_of(chan) if chan is not None else core.CallerIdentity()
+        arrived = chan.creationtime.timestamp() if chan and chan.creationtime else self._clock()
+        log.warning("conference.caller_returned_to_queue", offers_made=cmd.offers_made)
+        await service.run_commands(
+            service.distributor.readmit_caller(
+                cmd.call_id,
+                caller=who,
+                arrived_at=arrived,
+                now=self._clock(),
+                offers_made=cmd.offers_made,
+            )
+        )
 
 
 # ---- the agency directory ------------------------------------------------------

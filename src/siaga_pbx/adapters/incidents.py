@@ -77,6 +77,7 @@ class IncidentJournal:
                 queue=event.queue,
                 language=self._language,
                 incident_id=uuid.UUID(incident_id),
+                recovered=event.recovered,
             )
 
         self._put(event.call_id, incident_id, job)

@@ -37,6 +37,9 @@ class RingParty:
     endpoint: str
     timeout_s: float
     label: str  # shown on the dispatcher's phone ("112 Damkar")
+    # "<kind>:<who>:<origin>", kept on the leg itself (channel variable
+    # SIAGA_PARTY) so that a restarted service can adopt the party.
+    tag: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,12 +57,14 @@ class BridgeParty:
     call_id: str
     leg_id: str
     muted: bool
+    role: str = ""  # kept on the leg (SIAGA_ROLE) for adoption after a restart
 
 
 @dataclass(frozen=True, slots=True)
 class SetMuted:
     leg_id: str
     muted: bool
+    role: str = ""  # the new role, kept on the leg (SIAGA_ROLE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +78,7 @@ class SnoopParty:
     target: str  # the channel spied on
     spy: Direction
     whisper: Direction
+    role: str = ""  # kept on the leg (SIAGA_ROLE) for adoption after a restart
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +114,17 @@ class HandOverCall:
 
 
 @dataclass(frozen=True, slots=True)
+class ReturnCall:
+    """A handed-over call has nobody left talking with the caller: give it
+    back to the distribution core, which queues the caller again (in order of
+    their original arrival) and rings a call taker. ``offers_made``: attempt
+    numbers already used for this call."""
+
+    call_id: str
+    offers_made: int
+
+
+@dataclass(frozen=True, slots=True)
 class EndConference:
     """A handed-over call is over: hang up the caller if still there and
     destroy the call bridge (the distribution core no longer owns it)."""
@@ -125,6 +142,7 @@ ConferenceCommand = Union[  # noqa: UP007 - same shape as the distribution core'
     DropSnoop,
     PlayTone,
     HandOverCall,
+    ReturnCall,
     EndConference,
 ]
 CONFERENCE_COMMANDS = (
@@ -137,6 +155,7 @@ CONFERENCE_COMMANDS = (
     DropSnoop,
     PlayTone,
     HandOverCall,
+    ReturnCall,
     EndConference,
 )
 Command = Union[ConferenceCommand, StartTimer, CancelTimer, PublishCallEvent]  # noqa: UP007

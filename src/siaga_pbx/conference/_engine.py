@@ -60,6 +60,15 @@ is never left alone by it. The taker's handset is released by the
 distribution core (``HandOverCall`` -> ``TakerHandedOver``); from then on this
 core owns the call's end: when the caller leaves it hangs up every leg,
 destroys the bridge (``EndConference``) and publishes HUNG_UP.
+The caller is never left with nobody talking: when the last talking party
+of a handed-over call leaves (hangs up or is removed), the call goes back to
+the distribution core (``ReturnCall``, REQUEUED in the timeline) and a call
+taker is rung again; switching that last talker to listen is refused.
+
+Restart. Every leg carries its own description in Asterisk (channel
+variables ``SIAGA_PARTY`` = ``<kind>:<who>:<origin>``, set at the ring, and
+``SIAGA_ROLE``, set at each join and role change), so a restarted service
+rebuilds each call's parties with ``adopt`` (see ``siaga_pbx.recovery``).
 
 Races: an answer for a leg we cancelled is hung up; events for unknown legs,
 snoops, calls or timers are ignored.
@@ -67,12 +76,14 @@ snoops, calls or timers are ignored.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, assert_never
 
 from ..core import (
     CallStage,
     CancelTimer,
+    LocalProtocolError,
     PublishCallEvent,
     RemoteProtocolError,
     StartTimer,
@@ -88,6 +99,7 @@ from ._commands import (
     EndConference,
     HandOverCall,
     PlayTone,
+    ReturnCall,
     RingParty,
     SetMuted,
     SnoopParty,
@@ -97,6 +109,7 @@ from ._config import Agency, AgencyDirectory, RingStrategy, Role, SuperviseMode
 from ._events import (
     AddAgency,
     AddMassIncident,
+    AdoptedParty,
     By,
     CallConnected,
     CallEnded,
@@ -165,6 +178,10 @@ class Party:
     def talks(self) -> bool:
         return self.in_bridge and (self.role is Role.TALK or self.mode is SuperviseMode.BARGE)
 
+    @property
+    def role_value(self) -> str:
+        return _value(self.role or self.mode)
+
 
 @dataclass(slots=True)
 class Dispatch:
@@ -189,6 +206,7 @@ class Conference:
     taker_channel: str | None
     taker_id: str = ""
     handed_over: bool = False
+    offers_made: int = 0  # the distribution core's attempt numbers used (for ReturnCall)
     parties: dict[str, Party] = field(default_factory=dict)  # leg -> party
     dispatches: dict[str, Dispatch] = field(default_factory=dict)  # origin -> dispatch
     seq: int = 0
@@ -282,6 +300,10 @@ class Conferences:
         out.update(self._joined)
         return out
 
+    def snoops(self) -> set[str]:
+        """Every snoop (channel and private bridge id) a party of ours sits on."""
+        return set(self._snoops)
+
     def busy_endpoints(self) -> dict[str, str]:
         return dict(self._busy)
 
@@ -324,6 +346,49 @@ class Conferences:
             f"<Conferences calls={len(self._calls)} ringing={len(self._ringing)}"
             f" joined={len(self._joined)} agencies={len(self._directory.agencies)}>"
         )
+
+    # ---- restart ---------------------------------------------------------------
+
+    def adopt(
+        self,
+        call_id: str,
+        *,
+        taker_channel: str | None,
+        taker_id: str,
+        parties: Sequence[AdoptedParty],
+        now: float,
+        offers_made: int = 0,
+    ) -> list[Command]:
+        """Rebuild a call's conference from what Asterisk still holds after our
+        restart: its answered parties (rings in progress were hung up by the
+        recovery). ``taker_channel`` None: the taker had handed the call over,
+        so this core owns the call's end; if nobody talks with the caller any
+        more, the call goes back to the queue (``ReturnCall``).
+
+        A whisperer with no taker to whisper to cannot stay: hung up."""
+        if call_id in self._calls:
+            raise LocalProtocolError(f"adopting conference {call_id!r}: already known")
+        conf = Conference(call_id, taker_channel, taker_id, handed_over=taker_channel is None)
+        conf.offers_made = offers_made
+        self._calls[call_id] = conf
+        cmds: list[Command] = []
+        for a in parties:
+            n = int(a.leg_id.rsplit("-", 1)[-1]) if a.leg_id.rsplit("-", 1)[-1].isdigit() else 0
+            p = Party(a.leg_id, n, a.kind, a.who, a.origin, a.endpoint, now)
+            if a.kind == "dispatcher":
+                p.role = Role(a.role)
+            else:
+                p.mode = SuperviseMode(a.role)
+            p.snoop_id = a.snoop_id
+            conf.seq = max(conf.seq, n)
+            conf.parties[p.leg_id] = p
+            self._joined[p.leg_id] = call_id
+            self._busy[p.endpoint] = p.leg_id
+            if p.snoop_id is not None:
+                self._snoops[p.snoop_id] = p.leg_id
+        if taker_channel is None:
+            cmds += self._drop_taker_snoops(conf, "taker-left", now)
+        return cmds + self._return_if_alone(conf, now)
 
     # ---- the call ------------------------------------------------------------
 
@@ -420,6 +485,9 @@ class Conferences:
                     return f"agency {code!r} has no dispatcher in the call"
                 if not p.in_bridge:
                     return f"agency {code!r} whispers to the taker; it has no talk/listen role"
+                others = [o for o in conf.parties.values() if o.talks and o is not p]
+                if conf.handed_over and p.talks and not others:
+                    return f"agency {code!r} is the only one talking with the caller"
             case HandOver():
                 if conf.taker_channel is None:
                     return "no call taker to hand over from"
@@ -504,13 +572,15 @@ class Conferences:
         p.role = new
         detail: _Detail = {"agency": p.who, "role": new.value, "leg_id": p.leg_id, "by": by}
         return [
-            SetMuted(p.leg_id, muted=new is Role.LISTEN),
+            SetMuted(p.leg_id, muted=new is Role.LISTEN, role=new.value),
             self._event(conf.call_id, CallStage.DISPATCHER_ROLE, now, detail),
         ]
 
     def _hand_over(self, conf: Conference, by: By, now: float) -> list[Command]:
         conf.handed_over = True
         taker = conf.taker_channel
+        if taker is not None and taker.rsplit("-", 1)[-1].isdigit():
+            conf.offers_made = max(conf.offers_made, int(taker.rsplit("-", 1)[-1]))
         conf.taker_channel, conf.keys = None, ""
         detail: _Detail = {"by": by, "taker_id": conf.taker_id, "taker_channel": taker or ""}
         detail["to"] = ",".join(p.who for p in conf.parties.values() if p.talks)
@@ -558,6 +628,7 @@ class Conferences:
             return self._advance(conf, d, "busy" if agency is not None else "no-endpoint", now)
         timeout = agency.ring_timeout_s if agency is not None else SUPERVISOR_RING_S
         label = f"112 {agency.name}" if agency is not None else "112 supervisi"
+        tag = f"{d.kind}:{d.agency or d.origin[4:]}:{d.origin}"
         cmds: list[Command] = []
         for endpoint in endpoints:
             conf.seq += 1
@@ -566,7 +637,7 @@ class Conferences:
             self._ringing[leg] = (conf.call_id, d.origin)
             self._busy[endpoint] = leg
             cmds += [
-                RingParty(leg, conf.call_id, endpoint, timeout, label[:40]),
+                RingParty(leg, conf.call_id, endpoint, timeout, label[:40], tag),
                 self._party_event(conf, d, "ringing", now, leg_id=leg, endpoint=endpoint),
             ]
         conf.seq += 1
@@ -687,7 +758,13 @@ class Conferences:
             self._snoops[p.snoop_id] = p.leg_id
             cmds = [
                 SnoopParty(
-                    call_id, p.leg_id, p.snoop_id, conf.taker_channel, Direction.BOTH, Direction.OUT
+                    call_id,
+                    p.leg_id,
+                    p.snoop_id,
+                    conf.taker_channel,
+                    Direction.BOTH,
+                    Direction.OUT,
+                    p.role_value,
                 ),
                 self._tone(call_id, Tone.JOINED, conf.taker_channel),
             ]
@@ -695,11 +772,19 @@ class Conferences:
             p.snoop_id = snoop_id_for(call_id, p.n)
             self._snoops[p.snoop_id] = p.leg_id
             cmds = [
-                SnoopParty(call_id, p.leg_id, p.snoop_id, call_id, Direction.BOTH, Direction.NONE)
+                SnoopParty(
+                    call_id,
+                    p.leg_id,
+                    p.snoop_id,
+                    call_id,
+                    Direction.BOTH,
+                    Direction.NONE,
+                    p.role_value,
+                )
             ]
         else:
             cmds = [
-                BridgeParty(call_id, p.leg_id, muted=p.role is Role.LISTEN),
+                BridgeParty(call_id, p.leg_id, muted=p.role is Role.LISTEN, role=p.role_value),
                 self._tone(call_id, Tone.JOINED),
             ]
         return [*cmds, self._joined_event(conf, p, "joined", now)]
@@ -743,7 +828,25 @@ class Conferences:
             cmds.append(DropSnoop(p.snoop_id))
         if tone and p.in_bridge:
             cmds.append(self._tone(conf.call_id, Tone.LEFT))
-        return [*cmds, self._joined_event(conf, p, "left", now, reason=reason)]
+        cmds.append(self._joined_event(conf, p, "left", now, reason=reason))
+        if self._calls.get(conf.call_id) is conf:  # not while the whole call ends
+            cmds += self._return_if_alone(conf, now)
+        return cmds
+
+    def _return_if_alone(self, conf: Conference, now: float) -> list[Command]:
+        """After a handover the caller must never be left with nobody talking:
+        when the last talking party goes, the call goes back to the
+        distribution core, which queues the caller again (by their original
+        arrival, so ahead of later callers) and rings a call taker. Parties
+        still listening or ringing stay; the new taker finds them there."""
+        if not conf.handed_over or any(p.talks for p in conf.parties.values()):
+            return []
+        conf.handed_over = False
+        detail: _Detail = {"reason": "no-party-talking", "after": "handover"}
+        return [
+            ReturnCall(conf.call_id, conf.offers_made),
+            self._event(conf.call_id, CallStage.REQUEUED, now, detail),
+        ]
 
     def _drop_taker_snoops(self, conf: Conference, reason: str, now: float) -> list[Command]:
         """Whisperers spy on the taker's channel: they go when the taker goes."""

@@ -225,6 +225,46 @@ class PartyCommandFailed:
     reason: str
 
 
+# ---- recovery input (not an event: see ``Conferences.adopt``) ------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AdoptedParty:
+    """A party Asterisk still holds after our restart, as its leg records it
+    (``SIAGA_PARTY`` = ``<kind>:<who>:<origin>``, ``SIAGA_ROLE``).
+
+    ``snoop_id``: the private snoop bridge the leg sits in (whisper, listen);
+    None: the leg is in the call bridge."""
+
+    leg_id: str
+    kind: Literal["dispatcher", "supervisor"]
+    who: str
+    origin: str
+    endpoint: str
+    role: str  # a Role value (dispatchers) or a SuperviseMode value (supervisors)
+    snoop_id: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_id("leg_id", self.leg_id)
+        _require(self.kind in ("dispatcher", "supervisor"), f"bad party kind {self.kind!r}")
+        _require(bool(self.who) and bool(self.origin), "a party needs who and origin")
+        valid = Role if self.kind == "dispatcher" else SuperviseMode
+        _require(self.role in {v.value for v in valid}, f"bad role {self.role!r}")
+        if self.snoop_id is not None:
+            _check_id("snoop_id", self.snoop_id)
+
+    @classmethod
+    def from_tags(
+        cls, leg_id: str, endpoint: str, party: str, role: str, snoop_id: str | None
+    ) -> AdoptedParty:
+        """Parse the leg's variables; raises ValueError on anything malformed."""
+        kind, _, rest = party.partition(":")
+        who, _, origin = rest.partition(":")
+        if kind not in ("dispatcher", "supervisor"):
+            raise ValueError(f"bad SIAGA_PARTY {party!r}")
+        return cls(leg_id, kind, who, origin, endpoint, role, snoop_id)  # type: ignore[arg-type]
+
+
 Event = Union[  # noqa: UP007 - same shape as the distribution core's contract
     CallConnected,
     TakerLeft,

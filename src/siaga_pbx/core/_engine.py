@@ -417,6 +417,28 @@ class Distributor:
         c.hold = (q.hold, q.music_class)
         return [StartHold(call_id, q.hold, q.music_class), *self._queue_timers(c, q, now)]
 
+    def readmit_caller(
+        self,
+        call_id: str,
+        *,
+        caller: CallerIdentity,
+        arrived_at: float,
+        now: float,
+        offers_made: int = 0,
+    ) -> list[Command]:
+        """Take back a caller handed over to dispatchers who have all left
+        (the conference core's ``ReturnCall``): they wait again in the default
+        queue, placed by their original arrival, and the next free taker is rung."""
+        cmds = self.adopt_waiting_caller(
+            call_id,
+            caller=caller,
+            queue=self.default_queue,
+            arrived_at=arrived_at,
+            now=now,
+            offers_made=offers_made,
+        )
+        return cmds + self._settle(now)
+
     def adopt_callback(self, entry: CallbackEntry) -> None:
         """Restore a pending callback (from the database) after a restart."""
         self._callbacks[entry.call_id] = entry
@@ -440,9 +462,10 @@ class Distributor:
         greeting = self._play(c, "greeting")
         detail: _Detail = {"queue": q.name, "number": ev.caller.best_number, "priority": prio}
         detail.update({"repeat": repeat, "trunk": ev.trunk})
+        arrived = [] if ev.recovered else [self._call_event(c, CallStage.ARRIVED, now, detail)]
         return [
             AnswerCaller(c.call_id),
-            self._call_event(c, CallStage.ARRIVED, now, detail),
+            *arrived,
             greeting,
             self._call_event(c, CallStage.QUEUED, now, {"queue": q.name, "priority": c.priority}),
             *self._queue_timers(c, q, now),

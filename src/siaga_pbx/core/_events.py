@@ -74,12 +74,17 @@ class HangupSide(str, Enum):  # noqa: UP042 - contract enum: str mixin kept, oth
 
 @dataclass(frozen=True, slots=True)
 class CallerArrived:
-    """A 112 call entered our Stasis app on ``queue`` (already answered or not)."""
+    """A 112 call entered our Stasis app on ``queue`` (already answered or not).
+
+    ``recovered``: not a new arrival but a caller a restarted service found in
+    its app, whose arrival an earlier run may or may not have journalled; the
+    incident store records it at most once (no ARRIVED entry from the core)."""
 
     call_id: str
     caller: CallerIdentity
     queue: str
     trunk: str = ""
+    recovered: bool = False
 
     def __post_init__(self) -> None:
         _check_id("call_id", self.call_id)

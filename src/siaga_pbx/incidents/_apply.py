@@ -20,6 +20,15 @@ __all__ = ["apply_op", "epoch_to_datetime"]
 log = structlog.get_logger(__name__)
 
 
+_INSERT_CALL = (
+    "INSERT INTO calls (call_id, incident_id, caller_number, caller_name, pai,"
+    " caller_number_raw, caller_name_raw, pai_raw, trunk, queue, language, arrived_at)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+)
+_INSERT_CALL_ONCE = _INSERT_CALL + " ON CONFLICT (call_id) DO NOTHING RETURNING 1"
+_INSERT_CALL += " RETURNING 1"
+
+
 def epoch_to_datetime(at: float) -> datetime:
     """UNIX epoch seconds (the service's clock) as an aware UTC datetime."""
     return datetime.fromtimestamp(at, UTC)
@@ -52,12 +61,12 @@ async def _open_incident(conn: asyncpg.Connection, op: OpenIncident, window_s: f
     number, number_raw = storable(op.caller_number)
     name, name_raw = storable(op.caller_name)
     pai, pai_raw = storable(op.pai)
-    # No ON CONFLICT on call_id: the same call opened twice is a bug upstream,
-    # and must be parked loudly rather than silently ignored.
-    await conn.execute(
-        "INSERT INTO calls (call_id, incident_id, caller_number, caller_name, pai,"
-        " caller_number_raw, caller_name_raw, pai_raw, trunk, queue, language, arrived_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+    # No ON CONFLICT on call_id for a new arrival: the same call opened twice
+    # is a bug upstream, and must be parked loudly rather than silently ignored.
+    # A recovered call (a restarted service found it in Asterisk) may or may
+    # not have been journalled before the restart: opened at most once.
+    inserted = await conn.fetchval(
+        _INSERT_CALL_ONCE if op.recovered else _INSERT_CALL,
         op.call_id,
         op.incident_id,
         number,
@@ -71,6 +80,20 @@ async def _open_incident(conn: asyncpg.Connection, op: OpenIncident, window_s: f
         storable(op.language)[0],
         arrived,
     )
+    if inserted is None:
+        return  # recovered, and journalled by the run before: nothing to add
+    if op.recovered:
+        # The run that answered it died before journalling it: its arrival
+        # entry is written now, marked, so the timeline still begins here.
+        detail = {"queue": storable(op.queue)[0], "number": pai or number, "recovered": True}
+        await conn.execute(
+            "INSERT INTO timeline (incident_id, call_id, stage, at, detail)"
+            " VALUES ($1, $2, 'arrived', $3, $4::jsonb)",
+            op.incident_id,
+            op.call_id,
+            arrived,
+            json.dumps(detail),
+        )
     best = pai or number  # same rule as the calls.best_number column
     if not best or window_s <= 0:
         return

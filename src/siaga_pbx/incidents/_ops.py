@@ -106,10 +106,14 @@ class OpenIncident:
     trunk: str = ""
     queue: str = ""
     language: str = ""
+    # Found again by a restarted service: open the incident only if no run
+    # did before (then with its 'arrived' timeline entry), never twice.
+    recovered: bool = False
 
     def __post_init__(self) -> None:
         _check_call_id(self.call_id)
         _require(isinstance(self.incident_id, uuid.UUID), "incident_id must be a UUID")
+        _require(isinstance(self.recovered, bool), "recovered must be a bool")
         _check_epoch("arrived_at", self.arrived_at)
         for name in ("caller_number", "caller_name", "pai"):
             _check_str(name, getattr(self, name))

@@ -47,9 +47,11 @@ class IncidentRecorder:
         queue: str = "",
         language: str = "",
         incident_id: uuid.UUID | None = None,
+        recovered: bool = False,
     ) -> uuid.UUID:
         """Record a call's arrival and open its incident (a fresh id unless
-        ``incident_id`` names an existing incident to attach the call to)."""
+        ``incident_id`` names an existing incident to attach the call to).
+        ``recovered``: see ``OpenIncident.recovered``."""
         incident = incident_id if incident_id is not None else uuid.uuid4()
         await self.outbox.append(
             OpenIncident(
@@ -62,6 +64,7 @@ class IncidentRecorder:
                 trunk=trunk,
                 queue=queue,
                 language=language,
+                recovered=recovered,
             )
         )
         return incident

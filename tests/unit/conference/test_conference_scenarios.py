@@ -9,6 +9,7 @@ import pytest
 from siaga_pbx.conference import (
     AddAgency,
     AddMassIncident,
+    AdoptedParty,
     Agency,
     AgencyDirectory,
     BridgeParty,
@@ -29,6 +30,7 @@ from siaga_pbx.conference import (
     PartyGone,
     PlayTone,
     RemoveAgency,
+    ReturnCall,
     RingParty,
     RingStrategy,
     Role,
@@ -44,6 +46,7 @@ from siaga_pbx.conference import (
 from siaga_pbx.core import (
     CallStage,
     CancelTimer,
+    LocalProtocolError,
     PublishCallEvent,
     RemoteProtocolError,
     StartTimer,
@@ -106,7 +109,7 @@ class TestRinging:
         """Adding Damkar rings its dispatcher with a deterministic leg id and a ring timer."""
         cmds = conf.handle(AddAgency(C, "damkar", by="keypad"), 1.0)
         assert telephony(cmds) == [
-            RingParty(leg(1), C, "PJSIP/disp-damkar", 10, "112 Damkar"),
+            RingParty(leg(1), C, "PJSIP/disp-damkar", 10, "112 Damkar", "dispatcher:damkar:damkar"),
             StartTimer(f"siaga-conf-ring-{C}-2", 11.0),
         ]
         assert stages(cmds) == ["dispatcher_ringing"]
@@ -120,7 +123,7 @@ class TestRinging:
         cmds = conf.handle(PartyAnswered(leg(1)), 2.0)
         assert telephony(cmds) == [
             CancelTimer(f"siaga-conf-ring-{C}-2"),
-            BridgeParty(C, leg(1), muted=False),
+            BridgeParty(C, leg(1), muted=False, role="talk"),
             tone(Tone.JOINED),
         ]
         assert stages(cmds) == ["dispatcher_joined"]
@@ -158,7 +161,7 @@ class TestRinging:
         cmds = conf.handle(TimerFired(f"siaga-conf-ring-{C}-2"), 11.0)
         assert telephony(cmds) == [
             CancelParty(leg(1)),
-            RingParty(leg(3), C, "PJSIP/disp-polisi", 10, "112 Polisi"),
+            RingParty(leg(3), C, "PJSIP/disp-polisi", 10, "112 Polisi", "dispatcher:polisi:damkar"),
             StartTimer(f"siaga-conf-ring-{C}-4", 21.0),
         ]
         assert stages(cmds) == ["dispatcher_failed", "dispatcher_failed", "dispatcher_ringing"]
@@ -228,9 +231,11 @@ class TestKeypad:
         join(conf, "damkar", 1)
         conf.handle(KeyPressed(TAKER, "#"), 3.0)
         cmds = conf.handle(KeyPressed(TAKER, "1"), 3.1)
-        assert telephony(cmds) == [SetMuted(leg(1), muted=True)]
+        assert telephony(cmds) == [SetMuted(leg(1), muted=True, role="listen")]
         conf.handle(KeyPressed(TAKER, "#"), 4.0)
-        assert telephony(conf.handle(KeyPressed(TAKER, "1"), 4.1)) == [SetMuted(leg(1), False)]
+        assert telephony(conf.handle(KeyPressed(TAKER, "1"), 4.1)) == [
+            SetMuted(leg(1), False, "talk")
+        ]
 
     def test_hash_hash_digit_removes_the_agency(self, conf: Conferences) -> None:
         """##1 hangs up Damkar's dispatcher with a left tone to the call."""
@@ -256,7 +261,7 @@ class TestRoles:
         """A listen-only dispatcher joins the bridge muted."""
         conf.handle(AddAgency(C, "damkar", role=Role.LISTEN), 1.0)
         cmds = conf.handle(PartyAnswered(leg(1)), 2.0)
-        assert BridgeParty(C, leg(1), muted=True) in cmds
+        assert BridgeParty(C, leg(1), muted=True, role="listen") in cmds
 
     def test_whisper_role_snoops_on_the_taker(self, conf: Conferences) -> None:
         """A whispering dispatcher is put on a snoop of the taker, heard by the taker only."""
@@ -264,7 +269,7 @@ class TestRoles:
         cmds = conf.handle(PartyAnswered(leg(1)), 2.0)
         snoop = f"siaga-snoop-{C}-1"
         assert telephony(cmds)[1:] == [
-            SnoopParty(C, leg(1), snoop, TAKER, Direction.BOTH, Direction.OUT),
+            SnoopParty(C, leg(1), snoop, TAKER, Direction.BOTH, Direction.OUT, "whisper"),
             tone(Tone.JOINED, TAKER),
         ]
         assert conf.handle(SnoopReady(snoop), 2.1) == [BridgeSnoop(snoop)]
@@ -304,6 +309,123 @@ class TestHandover:
         assert stages(cmds) == ["dispatcher_left", "hung_up"]
         assert cmds[-1].detail == {"side": "caller", "handed_over": True, "cause": 16}  # type: ignore[union-attr]
 
+    def test_last_talker_leaving_after_handover_returns_the_caller(self, conf: Conferences) -> None:
+        """Nobody talks with a handed-over caller any more: the call goes back to the queue."""
+        join(conf, "damkar", 1)
+        conf.handle(HandOver(C), 3.0)
+        cmds = conf.handle(PartyGone(leg(1)), 5.0)
+        assert telephony(cmds) == [tone(Tone.LEFT), ReturnCall(C, offers_made=1)]
+        assert stages(cmds) == ["dispatcher_left", "requeued"]
+        assert cmds[-1].detail == {"reason": "no-party-talking", "after": "handover"}  # type: ignore[union-attr]
+        # The distribution core now owns the call again: a new taker connects.
+        assert conf.handle(CallConnected(C, f"siaga-offer-{C}-2", "taker2"), 6.0) == []
+        assert conf.snapshot(C)["taker_channel"] == f"siaga-offer-{C}-2"  # type: ignore[index]
+        assert conf.handle(CallEnded(C), 9.0) == []  # the distribution core ends it: no HUNG_UP
+
+    def test_removing_the_last_talker_after_handover_returns_the_caller(
+        self, conf: Conferences
+    ) -> None:
+        """A listener alone is no company: removing the talker requeues the caller."""
+        join(conf, "damkar", 1)
+        conf.handle(AddAgency(C, "dinkes", role=Role.LISTEN), 3.0)
+        conf.handle(PartyAnswered(leg(3)), 3.5)
+        conf.handle(HandOver(C), 4.0)
+        cmds = conf.handle(RemoveAgency(C, "damkar"), 5.0)
+        assert ReturnCall(C, offers_made=1) in cmds
+        assert conf.snapshot(C)["parties"][0]["who"] == "dinkes"  # type: ignore[index]
+
+    def test_one_of_two_talkers_leaving_keeps_the_handover(self, conf: Conferences) -> None:
+        """While someone still talks with the caller, the call stays handed over."""
+        join(conf, "damkar", 1)
+        join(conf, "dinkes", 3, at=3.0)
+        conf.handle(HandOver(C), 5.0)
+        cmds = conf.handle(PartyGone(leg(1)), 6.0)
+        assert not any(isinstance(c, ReturnCall) for c in cmds)
+        assert conf.snapshot(C)["handed_over"] is True  # type: ignore[index]
+
+    def test_the_last_talker_cannot_switch_to_listen_after_handover(
+        self, conf: Conferences
+    ) -> None:
+        """Switching the only talker to listen would leave the caller alone: refused."""
+        join(conf, "damkar", 1)
+        conf.handle(HandOver(C), 3.0)
+        with pytest.raises(RemoteProtocolError, match="only one talking"):
+            conf.check(SetRole(C, "damkar", Role.LISTEN))
+        assert stages(conf.handle(SetRole(C, "damkar"), 4.0)) == ["conference_refused"]
+
+
+class TestAdoption:
+    def party(
+        self, n: int, who: str = "damkar", role: str = "talk", snoop: bool = False
+    ) -> AdoptedParty:
+        return AdoptedParty.from_tags(
+            leg(n),
+            f"PJSIP/disp-{who}",
+            f"dispatcher:{who}:{who}",
+            role,
+            f"siaga-snoop-{C}-{n}" if snoop else None,
+        )
+
+    def test_connected_call_with_a_dispatcher_is_rebuilt(self) -> None:
+        """After a restart the party is known again: role changes and hangups work."""
+        core = Conferences(lab())
+        cmds = core.adopt(C, taker_channel=TAKER, taker_id="taker1",
+                          parties=[self.party(4, role="listen")], now=50.0)  # fmt: skip
+        assert cmds == []
+        assert core.legs() == {leg(4): C}
+        assert core.busy_endpoints() == {"PJSIP/disp-damkar": leg(4)}
+        assert telephony(core.handle(SetRole(C, "damkar"), 51.0)) == [
+            SetMuted(leg(4), muted=False, role="talk")
+        ]
+        ring = telephony(core.handle(AddAgency(C, "dinkes"), 52.0))
+        assert ring[0] == RingParty(leg(5), C, "PJSIP/disp-dinkes", 10, "112 Dinkes",
+                                    "dispatcher:dinkes:dinkes")  # fmt: skip
+        assert telephony(core.handle(CallEnded(C), 53.0))[-1] == CancelParty(leg(4))
+
+    def test_handed_over_call_is_owned_here_again(self) -> None:
+        """A handed-over call (no taker) stays with its dispatcher; its end is ours."""
+        core = Conferences(lab())
+        assert core.adopt(C, taker_channel=None, taker_id="", parties=[self.party(1)],
+                          now=50.0, offers_made=2) == []  # fmt: skip
+        cmds = core.handle(CallerLeft(C, 16), 60.0)
+        assert telephony(cmds) == [CancelParty(leg(1)), EndConference(C)]
+
+    def test_handed_over_call_with_only_a_listener_goes_back_to_the_queue(self) -> None:
+        core = Conferences(lab())
+        listener = [self.party(1, role="listen")]
+        cmds = core.adopt(
+            C, taker_channel=None, taker_id="", parties=listener, now=50.0, offers_made=2
+        )
+        assert telephony(cmds) == [ReturnCall(C, offers_made=2)]
+        assert stages(cmds) == ["requeued"]
+
+    def test_a_whisperer_without_a_taker_is_let_go(self) -> None:
+        core = Conferences(lab())
+        parties = [self.party(1), self.party(3, "dinkes", "whisper", snoop=True)]
+        cmds = core.adopt(C, taker_channel=None, taker_id="", parties=parties, now=50.0)
+        assert telephony(cmds) == [CancelParty(leg(3)), DropSnoop(f"siaga-snoop-{C}-3")]
+        assert core.legs() == {leg(1): C}
+
+    def test_adopting_twice_is_a_bug(self) -> None:
+        core = Conferences(lab())
+        core.adopt(C, taker_channel=TAKER, taker_id="t", parties=[], now=1.0)
+        with pytest.raises(LocalProtocolError):
+            core.adopt(C, taker_channel=TAKER, taker_id="t", parties=[], now=2.0)
+
+    @pytest.mark.parametrize(
+        ("party", "role"),
+        [
+            ("", "talk"),
+            ("caller:x:x", "talk"),
+            ("dispatcher::damkar", "talk"),
+            ("dispatcher:damkar:damkar", "sing"),
+            ("supervisor:spv:sup:spv", "talk"),
+        ],
+    )
+    def test_malformed_leg_variables_are_refused(self, party: str, role: str) -> None:
+        with pytest.raises(ValueError, match=r"bad|needs"):
+            AdoptedParty.from_tags(leg(1), "PJSIP/x", party, role, None)
+
 
 class TestCallEnd:
     def test_call_end_hangs_up_every_leg(self, conf: Conferences) -> None:
@@ -332,10 +454,13 @@ class TestSupervisors:
     def test_listen_spies_on_the_caller_silently_and_is_audited(self, conf: Conferences) -> None:
         """A listening supervisor spies both directions of the caller, no tone, audit entries."""
         cmds = conf.handle(Supervise(C, "spv1", "PJSIP/spv1", SuperviseMode.LISTEN), 1.0)
-        assert RingParty(leg(1), C, "PJSIP/spv1", 30.0, "112 supervisi") in cmds
+        assert (
+            RingParty(leg(1), C, "PJSIP/spv1", 30.0, "112 supervisi", "supervisor:spv1:sup:spv1")
+            in cmds
+        )
         cmds2 = conf.handle(PartyAnswered(leg(1)), 2.0)
         snoop = f"siaga-snoop-{C}-1"
-        assert SnoopParty(C, leg(1), snoop, C, Direction.BOTH, Direction.NONE) in cmds2
+        assert SnoopParty(C, leg(1), snoop, C, Direction.BOTH, Direction.NONE, "listen") in cmds2
         assert not any(isinstance(c, PlayTone) for c in cmds2)
         events = [c for c in cmds + cmds2 if isinstance(c, PublishCallEvent)]
         assert {e.stage for e in events} == {CallStage.SUPERVISOR}
@@ -346,7 +471,9 @@ class TestSupervisors:
     def test_barge_joins_the_bridge(self, conf: Conferences) -> None:
         """A barging supervisor joins the call bridge and talks."""
         conf.handle(Supervise(C, "spv1", "PJSIP/spv1", SuperviseMode.BARGE), 1.0)
-        assert BridgeParty(C, leg(1), muted=False) in conf.handle(PartyAnswered(leg(1)), 2.0)
+        assert BridgeParty(C, leg(1), muted=False, role="barge") in conf.handle(
+            PartyAnswered(leg(1)), 2.0
+        )
 
 
 class TestChecks:

@@ -29,6 +29,7 @@ from siaga_pbx.conference import (
     PartyCommandFailed,
     PartyGone,
     RemoveAgency,
+    ReturnCall,
     RingParty,
     RingStrategy,
     Role,
@@ -68,6 +69,7 @@ class ConferenceMachine(RuleBasedStateMachine):
         self.ended_rings: set[str] = set()
         self.timers: set[str] = set()
         self.ended_calls: set[str] = set()
+        self.returned: set[str] = set()
 
     def feed(self, event: Event | TimerFired) -> list[Command]:
         self.now += 1.0
@@ -99,6 +101,9 @@ class ConferenceMachine(RuleBasedStateMachine):
                 assert call not in self.live
             case HandOverCall(call_id=call):
                 assert call in self.live
+            case ReturnCall(call_id=call):
+                assert call in self.live, "a call that is over goes back to the queue"
+                self.returned.add(call)
             case _:
                 pass
 
@@ -191,6 +196,15 @@ class ConferenceMachine(RuleBasedStateMachine):
         busy = self.core.busy_endpoints()
         assert len(set(busy.values())) == len(busy)
         assert set(self.core.legs().values()) <= self.live
+
+    @invariant()
+    def a_handed_over_caller_always_has_someone_talking(self) -> None:
+        for call in self.live:
+            snap = self.core.snapshot(call)
+            if snap is not None and snap["handed_over"]:
+                talking = [p for p in snap["parties"] if "talk" in (p["role"], p["mode"])]
+                barging = [p for p in snap["parties"] if p["mode"] == "barge"]
+                assert talking or barging, f"{call}: handed over, nobody talks: {snap}"
 
     @invariant()
     def core_and_model_agree_on_legs(self) -> None:

@@ -7,6 +7,7 @@ from siaga_pbx.core import (
     AddCallback,
     AnswerCaller,
     CallbackEntry,
+    CallerArrived,
     CallerHungUp,
     CallStage,
     CancelRing,
@@ -103,6 +104,14 @@ class TestArrival:
         """A caller is answered, greeted and queued, and a taker rings at once."""
         d = Driver()
         assert d.feed(arrived("c1")) == [*arrival("c1"), *ring("c1", 1, "t1", 0.0)]
+
+    def test_recovered_arrival_is_not_journalled_again(self) -> None:
+        """A caller a restarted service finds unanswered is served like an arrival,
+        but publishes no ARRIVED: the incident store opens it at most once."""
+        d = Driver()
+        recovered = CallerArrived("c1", who("0811000001"), "main", recovered=True)
+        expected = [c for c in arrival("c1") if getattr(c, "stage", None) != CallStage.ARRIVED]
+        assert d.feed(recovered) == [*expected, *ring("c1", 1, "t1", 0.0)]
 
     def test_arrival_with_reassurance_starts_its_timer(self) -> None:
         """With reassurance configured, its timer starts on arrival."""
