@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import sqlite3
 import threading
 import time
@@ -134,6 +135,195 @@ class TestOutbox:
             await outbox.append(op(1))
             await asyncio.wait_for(waiter, 2.0)
             assert time.monotonic() - started < 2.0
+
+
+async def hold_worker(outbox: Outbox) -> threading.Event:
+    """Occupy the outbox's single worker thread until the returned event is set,
+    so appends made meanwhile queue up for the next group commit."""
+    await outbox.open()
+    release = threading.Event()
+    started = threading.Event()
+
+    def job() -> None:
+        started.set()
+        release.wait(10)
+
+    outbox._executor.submit(job)
+    await asyncio.to_thread(started.wait, 5)
+    return release
+
+
+async def until_queued(outbox: Outbox, count: int) -> None:
+    """Wait until ``count`` appends wait in the outbox's group-commit queue."""
+    for _ in range(10_000):
+        if len(outbox._queue) >= count:
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"only {len(outbox._queue)} of {count} appends queued")
+
+
+def increasing(seqs: list[int]) -> bool:
+    return all(a < b for a, b in itertools.pairwise(seqs))
+
+
+def boom() -> AppendTimeline:
+    return AppendTimeline("call-boom", "queued", 1.7e9, {"boom": 1})
+
+
+class TestGroupCommit:
+    async def test_many_concurrent_appends_are_durable_in_call_order(self, tmp_path: Path) -> None:
+        """1000 concurrent appends get strictly increasing seqs in call order, share
+        far fewer commits than ops, and are all on disk when the file is reopened."""
+        path = tmp_path / "o.db"
+        async with Outbox(path) as outbox:
+            seqs = await asyncio.gather(*(outbox.append(op(i)) for i in range(1000)))
+            assert increasing(seqs)
+            assert outbox.pending == 1000
+            assert 1 <= outbox.append_commits <= 1000 // 10
+        async with Outbox(path) as again:
+            entries = await again.peek(2000)
+        assert [e.seq for e in entries] == list(seqs)
+        assert [e.op for e in entries] == [op(i) for i in range(1000)]
+
+    async def test_appends_before_the_file_is_open_keep_call_order(self, tmp_path: Path) -> None:
+        """Appends that all wait for the implicit open still get seqs in call order."""
+        outbox = Outbox(tmp_path / "o.db")
+        try:
+            seqs = await asyncio.gather(*(outbox.append(op(i)) for i in range(50)))
+            entries = await outbox.peek(100)
+        finally:
+            await outbox.close()
+        assert [e.op for e in entries] == [op(i) for i in range(50)]
+        assert list(seqs) == [e.seq for e in entries]
+
+    async def test_appends_queued_during_a_commit_share_one_transaction(
+        self, tmp_path: Path
+    ) -> None:
+        """Appends made while the worker is busy are written by ONE transaction, and
+        pending / on_pending / the relay's wake-up change once for the batch."""
+        seen: list[int] = []
+        async with Outbox(tmp_path / "o.db", on_pending=seen.append) as outbox:
+            release = await hold_worker(outbox)
+            waiter = asyncio.create_task(outbox.wait_for_ops(10.0))
+            tasks = [asyncio.create_task(outbox.append(op(i))) for i in range(10)]
+            await until_queued(outbox, 10)
+            release.set()
+            seqs = await asyncio.gather(*tasks)
+            await asyncio.wait_for(waiter, 2.0)
+            assert outbox.append_commits == 1
+            assert list(seqs) == list(range(seqs[0], seqs[0] + 10))
+            assert seen == [0, 10]
+            assert [e.op for e in await outbox.peek()] == [op(i) for i in range(10)]
+
+    async def test_a_batch_is_capped_at_max_batch(self, tmp_path: Path) -> None:
+        """No transaction writes more than max_batch ops; order holds across batches."""
+        async with Outbox(tmp_path / "o.db", max_batch=4) as outbox:
+            release = await hold_worker(outbox)
+            tasks = [asyncio.create_task(outbox.append(op(i))) for i in range(10)]
+            await until_queued(outbox, 10)
+            release.set()
+            seqs = await asyncio.gather(*tasks)
+            assert outbox.append_commits == 3  # 4 + 4 + 2
+            assert increasing(seqs)
+            assert [e.op for e in await outbox.peek()] == [op(i) for i in range(10)]
+
+    async def test_a_failing_batch_fails_every_caller_and_writes_nothing(
+        self, tmp_path: Path
+    ) -> None:
+        """One op that SQLite refuses mid-batch rolls back the whole batch: every
+        caller of that batch gets the error, nothing is on disk, the next append works."""
+        seen: list[int] = []
+        async with Outbox(tmp_path / "o.db", on_pending=seen.append) as outbox:
+            await outbox.open()
+
+            def add_trigger() -> None:
+                outbox._db().execute(
+                    "CREATE TRIGGER refuse BEFORE INSERT ON ops"
+                    " WHEN NEW.payload LIKE '%\"boom\"%'"
+                    " BEGIN SELECT RAISE(ABORT, 'boom refused'); END"
+                )
+
+            await outbox._run(add_trigger)
+            release = await hold_worker(outbox)
+            batch = [op(0), op(1), boom(), op(3), op(4)]
+            tasks = [asyncio.create_task(outbox.append(o)) for o in batch]
+            await until_queued(outbox, len(batch))
+            release.set()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            assert all(isinstance(r, sqlite3.IntegrityError) for r in results), results
+            assert "boom refused" in str(results[0])
+            assert await outbox.peek() == []
+            assert outbox.pending == 0
+            assert outbox.append_commits == 0
+            seq = await outbox.append(op(5))
+            assert [(e.seq, e.op) for e in await outbox.peek()] == [(seq, op(5))]
+            assert seen == [0, 1]
+
+    async def test_a_writer_error_reaches_the_whole_batch_once(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """If the batch writer raises, all its appends raise that error; the next works."""
+        async with Outbox(tmp_path / "o.db") as outbox:
+            real = outbox._append_batch_sync
+            calls = 0
+
+            def flaky(rows: list[tuple[str, str]]) -> list[int]:
+                nonlocal calls
+                calls += 1
+                if calls == 1:
+                    raise OSError("disk on fire")
+                return real(rows)
+
+            monkeypatch.setattr(outbox, "_append_batch_sync", flaky)
+            release = await hold_worker(outbox)
+            tasks = [asyncio.create_task(outbox.append(op(i))) for i in range(3)]
+            await until_queued(outbox, 3)
+            release.set()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            assert [type(r) for r in results] == [OSError] * 3
+            assert outbox.pending == 0
+            seq = await outbox.append(op(9))
+            assert [(e.seq, e.op) for e in await outbox.peek()] == [(seq, op(9))]
+            assert outbox.pending == 1
+
+    async def test_close_writes_every_queued_append(self, tmp_path: Path) -> None:
+        """close() commits what was appended before it (several batches here), and
+        append after close raises."""
+        path = tmp_path / "o.db"
+        outbox = Outbox(path, max_batch=5)
+        release = await hold_worker(outbox)
+        tasks = [asyncio.create_task(outbox.append(op(i))) for i in range(20)]
+        await until_queued(outbox, 20)
+        closing = asyncio.create_task(outbox.close())
+        await asyncio.sleep(0.01)
+        release.set()
+        await closing
+        seqs = await asyncio.gather(*tasks)
+        assert increasing(seqs)
+        assert outbox.append_commits == 4
+        with pytest.raises(RuntimeError, match="closed"):
+            await outbox.append(op(99))
+        async with Outbox(path) as again:
+            assert [e.seq for e in await again.peek()] == list(seqs)
+            assert again.pending == 20
+
+    async def test_a_cancelled_append_is_still_written(self, tmp_path: Path) -> None:
+        """Cancelling an append that is already queued does not lose its op."""
+        async with Outbox(tmp_path / "o.db") as outbox:
+            release = await hold_worker(outbox)
+            tasks = [asyncio.create_task(outbox.append(op(i))) for i in range(3)]
+            await until_queued(outbox, 3)
+            tasks[1].cancel()
+            release.set()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            assert isinstance(results[1], asyncio.CancelledError)
+            assert [e.op for e in await outbox.peek()] == [op(0), op(1), op(2)]
+            assert outbox.pending == 3
+
+    def test_max_batch_must_be_positive(self, tmp_path: Path) -> None:
+        """A batch cap below one is a configuration error."""
+        with pytest.raises(ValueError, match="max_batch"):
+            Outbox(tmp_path / "o.db", max_batch=0)
 
 
 class TestRelayWithoutPostgres:
