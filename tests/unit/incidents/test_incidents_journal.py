@@ -1,0 +1,93 @@
+"""The incident journal's writer: queue order is outbox order, and jobs share commits."""
+
+from __future__ import annotations
+
+import asyncio
+import wave
+from pathlib import Path
+
+import pytest
+
+from siaga_pbx import core
+from siaga_pbx.adapters.incidents import IncidentJournal
+from siaga_pbx.incidents import IncidentRecorder, Outbox
+from siaga_pbx.incidents._ops import AppendTimeline, CloseCall, OpenIncident, RegisterRecording
+
+INCIDENT = "6f1c1f9e-0b7a-4f43-9a43-3f3f0f1f2a10"
+
+
+def wav(path: Path, seconds: float) -> None:
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(b"\x01\x00" * int(8000 * seconds))
+
+
+def event(call_id: str, stage: core.CallStage, at: float) -> core.PublishCallEvent:
+    return core.PublishCallEvent(call_id, stage, at, {"queue": "main"})
+
+
+async def journal_ops(tmp_path: Path, feed: list[tuple[str, object]]) -> tuple[list[object], int]:
+    """Feed the journal, let it write, return the outbox's ops in seq order and the commits."""
+    async with Outbox(tmp_path / "outbox.sqlite3") as outbox:
+        journal = IncidentJournal(IncidentRecorder(outbox), tmp_path, clock=lambda: 100.0)
+        for method, arg in feed:
+            if method == "arrived":
+                ev = core.CallerArrived(str(arg), core.CallerIdentity("0812"), "main")
+                journal.call_arrived(ev, 1.0, INCIDENT)
+            elif method == "recording":
+                journal.recording_done(str(arg), f"siaga-call-{arg}", INCIDENT, failed=False)
+            else:
+                assert isinstance(arg, core.PublishCallEvent)
+                journal.published(arg, INCIDENT)
+        writer = asyncio.create_task(journal.run())
+        await asyncio.wait_for(journal.flush(), 10)
+        writer.cancel()
+        assert journal.failed == 0
+        entries = await outbox.peek(10_000)
+        seqs = [e.seq for e in entries]
+        assert seqs == sorted(seqs)
+        return [e.op for e in entries], outbox.append_commits
+
+
+async def test_queue_order_is_outbox_order_across_a_recording(tmp_path: Path) -> None:
+    """A recording described off the loop is not overtaken by what was queued after it."""
+    wav(tmp_path / "siaga-call-c1.wav", 2.0)
+    feed: list[tuple[str, object]] = [
+        ("arrived", "c1"),
+        ("published", event("c1", core.CallStage.ANSWERED, 2.0)),
+        ("recording", "c1"),
+        ("published", event("c1", core.CallStage.HUNG_UP, 3.0)),
+    ]
+    ops, _ = await journal_ops(tmp_path, feed)
+    kinds = [type(op).__name__ for op in ops]
+    assert kinds == [
+        "OpenIncident",
+        "AppendTimeline",
+        "RegisterRecording",
+        "AppendTimeline",
+        "CloseCall",
+    ]
+    assert isinstance(ops[0], OpenIncident)
+    assert isinstance(ops[2], RegisterRecording)
+    assert ops[2].duration_s == pytest.approx(2.0)
+    assert isinstance(ops[3], AppendTimeline)
+    assert ops[3].stage == "hung_up"
+    assert isinstance(ops[4], CloseCall)
+
+
+async def test_a_burst_of_calls_shares_commits(tmp_path: Path) -> None:
+    """200 calls' arrivals and timelines, queued at once, need far fewer commits than ops."""
+    feed: list[tuple[str, object]] = []
+    for n in range(200):
+        feed += [
+            ("arrived", f"c{n}"),
+            ("published", event(f"c{n}", core.CallStage.QUEUED, 1.0)),
+            ("published", event(f"c{n}", core.CallStage.HUNG_UP, 2.0)),
+        ]
+    ops, commits = await journal_ops(tmp_path, feed)
+    assert len(ops) == 800  # open, queued, hung_up and its close, per call
+    first = [op.call_id for op in ops if isinstance(op, OpenIncident)]
+    assert first == [f"c{n}" for n in range(200)]
+    assert commits <= 20, commits
