@@ -22,8 +22,9 @@ How a call sits in Asterisk (see ``siaga_pbx.ids`` for the names):
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import structlog
@@ -32,6 +33,9 @@ from .. import ari, callerid, conference, core, ids
 from ..config import PromptSettings
 
 log = structlog.get_logger(__name__)
+
+# Waits before answering a caller again when Asterisk did not reply in time.
+_ANSWER_RETRIES = (0.2, 0.5)
 
 # Q.850 causes of a handset offer that ended before answer.
 _BUSY = frozenset({17})
@@ -259,46 +263,80 @@ class AriCommandRunner:
         with contextlib.suppress(*errors):
             await coro
 
+    async def _answer(self, call_id: str) -> None:
+        """Answer the caller. An overloaded Asterisk may not reply in time;
+        answering twice is harmless, so a timeout or a 5xx is tried again."""
+        for delay in _ANSWER_RETRIES:
+            try:
+                await self._rest.answer(call_id)
+            except (ari.AriUnavailable, ari.AriServerError) as exc:
+                log.warning("ari.answer_retry", error=str(exc)[:200], retry_in_s=delay)
+                await asyncio.sleep(delay)
+            else:
+                return
+        await self._rest.answer(call_id)
+
+    async def _ensure_call_bridge(self, call_id: str) -> None:
+        """The caller in their own mixing bridge, recorded: create what is
+        missing. Idempotent; a bridge made for a caller who is gone is
+        destroyed again, so nothing is left behind."""
+        rest, bridge = self._rest, ids.bridge_id(call_id)
+        try:
+            await rest.create_bridge(bridge, type="mixing", name=bridge)
+        except ari.AriConflict:
+            if call_id in (await rest.get_bridge(bridge)).channels:
+                return  # whole already (its recording started with it)
+        try:
+            await rest.add_channel(bridge, [call_id])
+        except ari.AriError:
+            await self._ignoring(rest.destroy_bridge(bridge), ari.AriNotFound)
+            raise
+        await self._ignoring(
+            rest.record_bridge(bridge, name=ids.recording_name(call_id), format="wav"),
+            ari.AriConflict,
+        )
+
+    async def _on_call_bridge(self, call_id: str, op: Callable[[], Awaitable[object]]) -> None:
+        """Run ``op`` on the caller's bridge. If Asterisk no longer has that
+        bridge (an earlier command was lost to a timeout), rebuild it and
+        try once more: one lost reply must not strand a caller outside any
+        bridge, where every later command would fail in a loop."""
+        try:
+            await op()
+        except ari.AriNotFound as exc:
+            if "bridge" not in exc.message.lower():
+                raise
+            log.warning("ari.call_bridge_rebuilt", error=str(exc)[:200])
+            await self._ensure_call_bridge(call_id)
+            await op()
+
     async def run(self, cmd: core.Command) -> None:
         rest = self._rest
         if isinstance(cmd, core.AnswerCaller):
-            bridge = ids.bridge_id(cmd.call_id)
-            await rest.answer(cmd.call_id)
-            await self._ignoring(
-                rest.create_bridge(bridge, type="mixing", name=bridge), ari.AriConflict
-            )
-            await rest.add_channel(bridge, [cmd.call_id])
-            await self._ignoring(
-                rest.record_bridge(bridge, name=ids.recording_name(cmd.call_id), format="wav"),
-                ari.AriConflict,
-            )
+            await self._answer(cmd.call_id)
+            await self._ensure_call_bridge(cmd.call_id)
         elif isinstance(cmd, core.PlayPrompt):
-            await rest.request(
-                "POST",
-                f"/bridges/{ids.bridge_id(cmd.call_id)}/play",
-                params={
-                    "media": self._media(cmd.prompt),
-                    "playbackId": cmd.playback_id,
-                    "lang": self._prompts.language,
-                },
+            params = {
+                "media": self._media(cmd.prompt),
+                "playbackId": cmd.playback_id,
+                "lang": self._prompts.language,
+            }
+            path = f"/bridges/{ids.bridge_id(cmd.call_id)}/play"
+            await self._on_call_bridge(
+                cmd.call_id, lambda: rest.request("POST", path, params=params)
             )
         elif isinstance(cmd, core.StopPrompt):
             await self._ignoring(rest.stop_playback(cmd.playback_id), ari.AriNotFound)
         elif isinstance(cmd, core.StartHold):
             bridge = ids.bridge_id(cmd.call_id)
             if cmd.mode is core.HoldMode.MUSIC:
-                await rest.request(
-                    "POST", f"/bridges/{bridge}/moh", params={"mohClass": cmd.music_class}
-                )
+                path, params = f"/bridges/{bridge}/moh", {"mohClass": cmd.music_class}
             else:
-                await rest.request(
-                    "POST",
-                    f"/bridges/{bridge}/play",
-                    params={
-                        "media": self._prompts.ringback,
-                        "playbackId": ringback_id(cmd.call_id),
-                    },
-                )
+                path = f"/bridges/{bridge}/play"
+                params = {"media": self._prompts.ringback, "playbackId": ringback_id(cmd.call_id)}
+            await self._on_call_bridge(
+                cmd.call_id, lambda: rest.request("POST", path, params=params)
+            )
         elif isinstance(cmd, core.StopHold):
             if cmd.mode is core.HoldMode.MUSIC:
                 await self._ignoring(
@@ -322,7 +360,8 @@ class AriCommandRunner:
         elif isinstance(cmd, (core.CancelRing, core.ReleaseHandset)):
             await self._ignoring(rest.hangup(cmd.attempt_id), ari.AriNotFound)
         elif isinstance(cmd, core.ConnectCall):
-            await rest.add_channel(ids.bridge_id(cmd.call_id), [cmd.attempt_id])
+            bridge, attempt = ids.bridge_id(cmd.call_id), cmd.attempt_id
+            await self._on_call_bridge(cmd.call_id, lambda: rest.add_channel(bridge, [attempt]))
         elif isinstance(cmd, core.EndCall):
             await self._ignoring(rest.hangup(cmd.call_id), ari.AriNotFound)
             await self._ignoring(rest.destroy_bridge(ids.bridge_id(cmd.call_id)), ari.AriNotFound)
