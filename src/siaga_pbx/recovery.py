@@ -32,7 +32,7 @@ from datetime import datetime
 import structlog
 
 from . import ari, conference, core, ids
-from .adapters.ari import caller_identity_of
+from .adapters.ari import EVENTS_USED, caller_identity_of
 from .adapters.conference import ConferenceDesk
 from .service import CallService
 
@@ -59,6 +59,10 @@ def _is_leg_of(channel_id: str, call_id: str) -> bool:
 async def resynchronise(service: CallService, rest: ari.AriRest, app: str) -> None:
     """Reconcile the core with what Asterisk holds now (see the module doc)."""
     now = time.time()
+    try:
+        await rest.set_event_filter(app, EVENTS_USED)
+    except ari.AriError as exc:  # an Asterisk without filters sends everything: still correct
+        log.warning("recovery.event_filter_failed", error=str(exc)[:200])
     channels = {c.id: c for c in await rest.list_channels()}
     all_bridges = await rest.list_bridges()
     bridges = {b.id: b for b in all_bridges if ids.call_id_from_bridge(b.id)}

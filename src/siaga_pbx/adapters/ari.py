@@ -34,6 +34,26 @@ from ..config import PromptSettings
 
 log = structlog.get_logger(__name__)
 
+# The ARI event types this service acts on (``translate``, ``translate_conference``,
+# the service's recording and step-down paths). Asterisk is asked to send only
+# these: the rest (variable changes, bridge entries, dial progress, playback
+# starts ...) are most of its events, and each costs Asterisk a JSON dump and
+# us a parse. A new handler must add its type here (tests/unit/ari checks).
+EVENTS_USED = frozenset(
+    {
+        "ApplicationReplaced",
+        "ChannelDestroyed",
+        "ChannelDtmfReceived",
+        "ChannelStateChange",
+        "EndpointStateChange",
+        "PlaybackFinished",
+        "RecordingFailed",
+        "RecordingFinished",
+        "StasisEnd",
+        "StasisStart",
+    }
+)
+
 # Waits before answering a caller again when Asterisk did not reply in time.
 _ANSWER_RETRIES = (0.2, 0.5)
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal, TypeVar
 
 import aiohttp
@@ -276,6 +276,15 @@ class AriRest:
             "DELETE",
             f"/applications/{check_id('app', app)}/subscription",
             params={"eventSource": _comma_list("eventSource", event_source)},
+        )
+
+    async def set_event_filter(self, app: str, allowed: Iterable[str]) -> Application:
+        """PUT /applications/{app}/eventFilter: only these event types reach
+        the app's websocket (Asterisk still makes the others, but neither
+        serialises nor sends them)."""
+        body = {"allowed": [{"type": t} for t in sorted(allowed)], "disallowed": []}
+        return await self._model(
+            Application, "PUT", f"/applications/{check_id('app', app)}/eventFilter", json=body
         )
 
     # --- channels --------------------------------------------------------------
