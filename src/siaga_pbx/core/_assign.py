@@ -76,15 +76,21 @@ def assign_offers(
     now: float,
 ) -> list[Offer]:
     """Match waiting callers (any order; sorted here) with offerable takers."""
+    # Runs after every event: most callers are connected or in their retry
+    # delay, so they are dropped before the sort, and nothing else is done
+    # when nobody is left to serve.
+    ready = [c for c in callers if c.attempt_id is None and now >= c.not_before]
+    if not ready:
+        return []
     free = [t for t in takers if t.offerable]
     claimed: set[str] = set()
     memory = dict(rr_memory)
     offers: list[Offer] = []
-    for caller in sorted(callers, key=lambda c: c.order_key):
+    for caller in sorted(ready, key=lambda c: c.order_key):
         if not free or len(claimed) == len(free):
             break
         queue = queues.get(caller.queue)
-        if queue is None or caller.attempt_id is not None or now < caller.not_before:
+        if queue is None:
             continue
         ringall = queue.strategy is Strategy.RINGALL
         if caller.offers and not ringall:

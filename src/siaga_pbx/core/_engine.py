@@ -786,12 +786,16 @@ class Distributor:
     # ---- overflow -------------------------------------------------------------------
 
     def _overflow_unstaffed(self, now: float) -> list[Command]:
+        if not any(q.overflow.when_no_takers for q in self._queues.values()):
+            return []  # runs after every event: nothing to do in the usual set-up
         staffed = {
             qn
             for t in self._takers.values()
             if t.status is not TakerStatus.OFFLINE and not t.removed
             for qn in t.config.queues
         }
+        if all(q in staffed or not self._queues[q].overflow.when_no_takers for q in self._queues):
+            return []
         cmds: list[Command] = []
         for c in list(self._callers.values()):
             for _ in range(len(self._queues) + 1):  # at most one move per queue
