@@ -80,6 +80,10 @@ def callers(
         str(calls),
         "-r",
         f"{rate:.3f}",
+        # sipp's default limit on simultaneous calls is derived from -d (unset
+        # here) and comes out as 1: the group would then run one call at a time.
+        "-l",
+        str(calls),
         "-s",
         "112",
         "-set",
