@@ -191,8 +191,12 @@ class Service:
         return proc_status_kb(self.pid, "VmHWM")
 
     def idle(self) -> bool:
-        """No caller waiting or connected in the service's own state."""
-        state = self.get("/api/state")
+        """No caller waiting or connected in the service's own state. A service
+        too busy to answer within the request's timeout is not idle."""
+        try:
+            state = self.get("/api/state")
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return False
         return all(not q["waiting"] and not q["connected"] for q in state["queues"])
 
     def stop(self) -> int | None:
