@@ -21,7 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from harness import TONE_A_HZ, TONE_B_HZ, AsteriskInstance, SippProcess, SippRunner
-from harness.checks import tone_strength, wait_clean, wait_rows, wav_duration
+from harness.checks import (
+    media_port,
+    rtp_received,
+    tone_strength,
+    wait_clean,
+    wait_rows,
+    wav_duration,
+)
 from harness.service import ServiceFactory, ServiceProcess
 
 SCENARIOS = Path(__file__).parent / "scenarios"
@@ -377,6 +384,52 @@ class TestConference:
         assert [d["action"] for d in audit] == ["ringing", "joined", "left"]
         assert all(d["audit"] is True and d["supervisor"] == "spv1" for d in audit)
         assert all(d["mode"] == "listen" for d in audit)
+        wait_clean(inst)
+
+    def test_whispering_dispatcher_is_heard_by_the_taker_only(
+        self,
+        service: ServiceFactory,
+        sipp: SippRunner,
+        asterisk_instance: AsteriskInstance,
+        e2e_dsn: str,
+        tmp_path: Path,
+    ) -> None:
+        """A whispering dispatcher hears both sides; the taker hears them, the caller never."""
+        inst = asterisk_instance
+        svc = service()
+        taker = sipp.handset(5071, name="taker1", ring_s=0.5, hangup="wait", timeout_s=60)
+        damkar = sipp.handset(5081, name="damkar", ring_s=0.5, tone_hz=DAMKAR_HZ, timeout_s=60)
+        caller = sipp.caller(talk_s=14.0, hangup="bye", timeout_s=60)
+        call_id, _ = call_bridge(inst, lambda c: len(c) == 2)
+        post(svc, f"/api/calls/{call_id}/dispatchers", {"agency": "damkar", "role": "whisper"})
+        svc.wait_until(
+            lambda _health: any(
+                p["role"] == "whisper"
+                for p in svc.get(f"/api/calls/{call_id}/conference")["parties"]
+            ),
+            10,
+            "Damkar answered and whispers",
+        )
+        time.sleep(1.0)  # the snoop enters the app and joins its private bridge
+        _, chans = call_bridge(inst, lambda c: True)
+        assert legs(chans) == []  # not in the call bridge: on a snoop of the taker
+        parties = svc.get(f"/api/calls/{call_id}/conference")["parties"]
+        leg = parties[0]["leg_id"]
+        # What the taker's phone receives, off the wire (an ARI probe cannot see a whisper).
+        taker_heard = rtp_received(media_port(taker), 3.0, tmp_path / "taker-whisper.wav")
+        assert present(taker_heard, DAMKAR_HZ)  # the whisper reaches the taker
+        assert present(taker_heard, TONE_A_HZ)  # and the caller is still heard
+        caller_heard = heard_by(inst, call_id, "caller-whisper")
+        assert absent(caller_heard, DAMKAR_HZ)  # never the caller
+        assert present(caller_heard, TONE_B_HZ)
+        damkar_heard = heard_by(inst, leg, "damkar-whisper")
+        assert present(damkar_heard, TONE_A_HZ)  # the whisperer hears both sides
+        assert present(damkar_heard, TONE_B_HZ)
+        for p in (caller, taker, damkar):
+            p.wait().assert_ok()
+        rows = timeline(e2e_dsn, call_id, lambda s: "dispatcher_left" in s and "hung_up" in s)
+        assert [d["role"] for d in of(rows, "dispatcher_joined")] == ["whisper"]
+        assert absent(recording_of(inst, e2e_dsn, call_id), DAMKAR_HZ)  # not in the call
         wait_clean(inst)
 
     def test_two_agencies_then_one_removed(

@@ -106,3 +106,71 @@ def reset(instance: AsteriskInstance, timeout: float = 10.0) -> None:
     for bridge in bridges:
         instance.ari("DELETE", f"bridges/{bridge}")
     wait_clean(instance, timeout)
+
+
+def media_port(proc: Any) -> int:
+    """The RTP port a sipp process (``SippProcess``) listens on (its ``-mp``)."""
+    args: list[str] = proc.args
+    return int(args[args.index("-mp") + 1])
+
+
+def rtp_received(port: int, seconds: float, out: Path) -> Path:
+    """Record, as a WAV, the PCMU audio arriving at 127.0.0.1:``port`` for ``seconds``.
+
+    What a phone really receives: captured off the loopback interface with a
+    raw packet socket (root), so it includes everything Asterisk mixed into the
+    stream, such as a whisper. (An ARI snoop cannot show a whisper: Asterisk
+    hands spies a frame before whisper sources are mixed into it.)
+    """
+    import socket
+    import subprocess
+
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.ntohs(0x0003))
+    sock.bind(("lo", 0))
+    sock.settimeout(0.2)
+    payload = bytearray()
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            try:
+                frame, meta = sock.recvfrom(65535)
+            except TimeoutError:
+                continue
+            if meta[2] != socket.PACKET_HOST or frame[12:14] != b"\x08\x00":
+                continue  # each loopback packet is seen twice: keep the arriving copy
+            ip = frame[14:]
+            if ip[9] != 17:  # UDP
+                continue
+            udp = ip[(ip[0] & 0x0F) * 4 :]
+            if int.from_bytes(udp[2:4], "big") != port:
+                continue
+            rtp = udp[8:]
+            if len(rtp) < 12 or rtp[1] & 0x7F != 0:  # PCMU only
+                continue
+            payload += rtp[12 + 4 * (rtp[0] & 0x0F) :]
+    finally:
+        sock.close()
+    raw = out.with_suffix(".ul")
+    raw.write_bytes(bytes(payload))
+    subprocess.run(
+        [
+            "sox",
+            "-t",
+            "ul",
+            "-r",
+            "8000",
+            "-c",
+            "1",
+            str(raw),
+            "-e",
+            "signed",
+            "-b",
+            "16",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    assert wav_duration(out) > 0.5 * seconds, f"too little RTP reached port {port}"
+    return out
