@@ -94,7 +94,14 @@ class ConferenceRequest:
     event: conference.Event
 
 
-Item = ari.Event | core.Event | Resync | ApiRequest | ConferenceRequest | CommandDone
+@dataclass(frozen=True, slots=True)
+class RecordingDue:
+    """A call ended a while ago: journal its recording if no event did."""
+
+    call_id: str
+
+
+Item = ari.Event | core.Event | Resync | ApiRequest | ConferenceRequest | CommandDone | RecordingDue
 
 
 class ConferenceHook(Protocol):
@@ -106,6 +113,7 @@ class ConferenceHook(Protocol):
 
 
 _INCIDENT_MEMORY = 10_000  # calls whose incident id we remember after they end
+_RECORDING_GRACE_S = 5.0  # after EndCall, how long RecordingFinished may take
 
 
 class CallService:
@@ -134,6 +142,7 @@ class CallService:
         self._on_command_failed = on_command_failed
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._incidents: OrderedDict[str, str] = OrderedDict()
+        self._recorded: OrderedDict[str, None] = OrderedDict()  # recordings journalled
         self._lanes: Lanes[core.Command] = Lanes(self._run_in_lane)
         self.handled = 0
 
@@ -276,6 +285,9 @@ class CallService:
         if isinstance(item, (ari.RecordingFinished, ari.RecordingFailed)):
             self._recording_done(item)
             return
+        if isinstance(item, RecordingDue):
+            self._recording_due(item.call_id)
+            return
         if isinstance(item, BaseModel):  # every ARI event is a pydantic model
             for ev in translate(item, self._takers, self._default_queue):
                 if isinstance(ev, FeatureRequest):
@@ -339,6 +351,8 @@ class CallService:
         else:
             if self.conference is not None and isinstance(cmd, _CONFERENCE_FOLLOWS):
                 self.submit(CommandDone(cmd))
+            if isinstance(cmd, core.EndCall):
+                self._expect_recording(cmd.call_id)
 
     async def idle(self) -> None:
         """Wait until the inbox is empty and every lane has drained."""
@@ -387,10 +401,39 @@ class CallService:
         if call_id is None:
             return
         failed = isinstance(event, ari.RecordingFailed)
+        self._journal_recording(call_id, name, failed=failed, cause=event.recording.cause)
+
+    def _expect_recording(self, call_id: str) -> None:
+        """The call ended (EndCall ran): its recording must reach the journal.
+        Asterisk publishes RecordingFinished on the bridge's topic as the
+        bridge is destroyed, and now and then the event is lost with the
+        bridge; so if it has not come within a grace period, the recording
+        on disk is journalled anyway (once: whichever comes first wins)."""
+        loop = asyncio.get_running_loop()
+        loop.call_later(_RECORDING_GRACE_S, self.submit, RecordingDue(call_id))
+
+    def _recording_due(self, call_id: str) -> None:
+        if call_id in self._recorded or not ids.is_safe_id(call_id):
+            return
+        name = ids.recording_name(call_id)
+        with structlog.contextvars.bound_contextvars(
+            call_id=call_id, incident_id=self._incidents.get(call_id)
+        ):
+            log.warning("recording.event_missing", name=name, waited_s=_RECORDING_GRACE_S)
+        self._journal_recording(call_id, name, failed=False, cause=None)
+
+    def _journal_recording(
+        self, call_id: str, name: str, *, failed: bool, cause: str | None
+    ) -> None:
+        if call_id in self._recorded:
+            return  # journalled already (the event after the grace period)
+        self._recorded[call_id] = None
+        while len(self._recorded) > _INCIDENT_MEMORY:
+            self._recorded.popitem(last=False)
         incident_id = self._incidents.get(call_id)
         with structlog.contextvars.bound_contextvars(call_id=call_id, incident_id=incident_id):
             if failed:
-                log.error("recording.failed", name=name, cause=event.recording.cause)
+                log.error("recording.failed", name=name, cause=cause)
             else:
                 log.info("recording.finished", name=name)
             for obs in self._observers:

@@ -16,7 +16,7 @@ from siaga_pbx import ari, core
 from siaga_pbx.adapters.ari import TakerDirectory
 from siaga_pbx.adapters.http import make_app
 from siaga_pbx.adapters.metrics import Metrics
-from siaga_pbx.service import ApiRequest, CallService, incident_id_for
+from siaga_pbx.service import ApiRequest, CallService, RecordingDue, incident_id_for
 
 CENTRE = core.CentreConfig(
     queues=(core.QueueConfig("main", ring_timeout_s=5.0),),
@@ -58,10 +58,12 @@ class Recorder:
     def published(self, item: object, incident_id: str | None) -> None:
         self.items.append(item)
 
+    recordings: list[tuple[str, str, bool]] = field(default_factory=list)
+
     def recording_done(
         self, call_id: str, name: str, incident_id: str | None, *, failed: bool
     ) -> None:
-        return None
+        self.recordings.append((call_id, name, failed))
 
 
 def make_service(
@@ -266,3 +268,54 @@ class TestHttpApi:
         text = await (await c.get("/metrics")).text()
         assert "siaga_answer_seconds_bucket" in text or "siaga_calls_arrived" in text
         assert (await (await c.get("/healthz")).json()) == {"status": "ok"}
+
+
+def recording_finished(call_id: str) -> ari.Event:
+    return ari.parse_event(
+        json.dumps(
+            {
+                "type": "RecordingFinished",
+                "recording": {
+                    "name": f"siaga-call-{call_id}",
+                    "format": "wav",
+                    "state": "done",
+                    "target_uri": f"bridge:siaga-call-{call_id}",
+                },
+            }
+        )
+    )
+
+
+class TestRecordingJournal:
+    """A call's recording reaches the journal exactly once, even without its event."""
+
+    async def test_the_event_journals_it_and_the_grace_check_adds_nothing(self) -> None:
+        rec = Recorder()
+        service = make_service(ScriptedRunner(), rec)
+        service.submit(recording_finished("c1"))
+        service.submit(RecordingDue("c1"))
+        await drain(service)
+        assert rec.recordings == [("c1", "siaga-call-c1", False)]
+
+    async def test_a_lost_event_is_made_up_for_once(self) -> None:
+        rec = Recorder()
+        service = make_service(ScriptedRunner(), rec)
+        with capture_logs() as logs:
+            service.submit(RecordingDue("c1"))
+            service.submit(recording_finished("c1"))  # late: ignored
+            await drain(service)
+        assert rec.recordings == [("c1", "siaga-call-c1", False)]
+        assert [e["event"] for e in logs if e["log_level"] == "warning"] == [
+            "recording.event_missing"
+        ]
+
+    async def test_end_of_call_schedules_the_check(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr("siaga_pbx.service._RECORDING_GRACE_S", 0.01)
+        rec = Recorder()
+        service = make_service(ScriptedRunner(), rec)
+        task = asyncio.create_task(service.run())
+        await service.run_commands([core.EndCall("c1")])
+        await asyncio.sleep(0.2)
+        await asyncio.wait_for(service.idle(), 5)
+        task.cancel()
+        assert rec.recordings == [("c1", "siaga-call-c1", False)]
