@@ -22,7 +22,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import structlog
 from pydantic import BaseModel
@@ -112,6 +112,7 @@ class ConferenceHook(Protocol):
     async def after_command(self, cmd: core.Command, service: CallService) -> None: ...
 
 
+_V = TypeVar("_V")
 _INCIDENT_MEMORY = 10_000  # calls whose incident id we remember after they end
 _RECORDING_GRACE_S = 5.0  # after EndCall, how long RecordingFinished may take
 
@@ -427,9 +428,7 @@ class CallService:
     ) -> None:
         if call_id in self._recorded:
             return  # journalled already (the event after the grace period)
-        self._recorded[call_id] = None
-        while len(self._recorded) > _INCIDENT_MEMORY:
-            self._recorded.popitem(last=False)
+        _remember_bounded(self._recorded, call_id, None)
         incident_id = self._incidents.get(call_id)
         with structlog.contextvars.bound_contextvars(call_id=call_id, incident_id=incident_id):
             if failed:
@@ -443,10 +442,7 @@ class CallService:
                     log.exception("service.observer_failed", observer=type(obs).__name__)
 
     def _remember(self, call_id: str, incident_id: str) -> None:
-        self._incidents[call_id] = incident_id
-        self._incidents.move_to_end(call_id)
-        while len(self._incidents) > _INCIDENT_MEMORY:
-            self._incidents.popitem(last=False)
+        _remember_bounded(self._incidents, call_id, incident_id)
 
 
 _INCIDENT_NAMESPACE = uuid.UUID("5e1a6a11-2c0d-4b1e-9a12-000000000112")
@@ -456,6 +452,14 @@ def incident_id_for(call_id: str) -> str:
     """The incident id of a call, derived from its Asterisk uniqueid, so that a
     restarted service finds the same incident for a call it adopts."""
     return str(uuid.uuid5(_INCIDENT_NAMESPACE, call_id))
+
+
+def _remember_bounded(memory: OrderedDict[str, _V], call_id: str, value: _V) -> None:
+    """Remember ``call_id`` (newest last), forgetting the oldest past _INCIDENT_MEMORY."""
+    memory[call_id] = value
+    memory.move_to_end(call_id)
+    while len(memory) > _INCIDENT_MEMORY:
+        memory.popitem(last=False)
 
 
 _CONFERENCE_FOLLOWS = (core.ConnectCall, core.EndCall, core.RedirectCaller)

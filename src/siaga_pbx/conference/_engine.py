@@ -89,6 +89,7 @@ from ..core import (
     StartTimer,
     TimerFired,
 )
+from ..ids import parse_offer_id
 from ._commands import (
     BridgeParty,
     BridgeSnoop,
@@ -138,6 +139,12 @@ _Kind = Literal["dispatcher", "supervisor"]
 
 def leg_id_for(call_id: str, n: int) -> str:
     return f"siaga-disp-{call_id}-{n}"
+
+
+def leg_number(leg_id: str) -> int:
+    """The ``n`` of ``siaga-disp-<call>-<n>`` (0 when a foreign id has none)."""
+    tail = leg_id.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
 
 
 def snoop_id_for(call_id: str, n: int) -> str:
@@ -373,7 +380,7 @@ class Conferences:
         self._calls[call_id] = conf
         cmds: list[Command] = []
         for a in parties:
-            n = int(a.leg_id.rsplit("-", 1)[-1]) if a.leg_id.rsplit("-", 1)[-1].isdigit() else 0
+            n = leg_number(a.leg_id)
             p = Party(a.leg_id, n, a.kind, a.who, a.origin, a.endpoint, now)
             if a.kind == "dispatcher":
                 p.role = Role(a.role)
@@ -579,8 +586,9 @@ class Conferences:
     def _hand_over(self, conf: Conference, by: By, now: float) -> list[Command]:
         conf.handed_over = True
         taker = conf.taker_channel
-        if taker is not None and taker.rsplit("-", 1)[-1].isdigit():
-            conf.offers_made = max(conf.offers_made, int(taker.rsplit("-", 1)[-1]))
+        offer = parse_offer_id(taker) if taker is not None else None
+        if offer is not None:
+            conf.offers_made = max(conf.offers_made, offer[1])
         conf.taker_channel, conf.keys = None, ""
         detail: _Detail = {"by": by, "taker_id": conf.taker_id, "taker_channel": taker or ""}
         detail["to"] = ",".join(p.who for p in conf.parties.values() if p.talks)
@@ -734,7 +742,7 @@ class Conferences:
             self._timers.pop(d.timer_id, None)
             cmds.append(CancelTimer(d.timer_id))
         del conf.dispatches[d.origin]
-        n = int(leg.rsplit("-", 1)[1])
+        n = leg_number(leg)
         p = Party(leg, n, d.kind, d.agency or d.origin[4:], d.origin, endpoint, now)
         self._joined[leg] = conf.call_id
         conf.parties[leg] = p

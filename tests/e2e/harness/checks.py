@@ -4,6 +4,8 @@ incident rows in PostgreSQL, and what is left in Asterisk."""
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
 import time
 import wave
 from collections.abc import Callable
@@ -122,9 +124,6 @@ def rtp_received(port: int, seconds: float, out: Path) -> Path:
     stream, such as a whisper. (An ARI snoop cannot show a whisper: Asterisk
     hands spies a frame before whisper sources are mixed into it.)
     """
-    import socket
-    import subprocess
-
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.ntohs(0x0003))
     sock.bind(("lo", 0))
     sock.settimeout(0.2)
