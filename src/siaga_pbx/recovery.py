@@ -325,12 +325,20 @@ async def _sweep_bridge(rest: ari.AriRest, bridge: ari.Bridge) -> None:
 
 
 async def _subscribe_takers(service: CallService, rest: ari.AriRest, app: str) -> None:
-    """Follow every handset's device state; feed the current state once."""
+    """Follow every handset's device state; feed the current state once.
+
+    The subscription is to the handset's *device state* (``deviceState:``),
+    not to its endpoint: an endpoint subscription forwards every message of
+    every channel on that endpoint to our app (each handset channel's events
+    twice, plus an endpoint snapshot per channel added or removed), which
+    Asterisk serialises to JSON in the app's single task queue. Device state
+    is a few small messages per call."""
     for endpoint in service.taker_endpoints():
         tech, _, resource = endpoint.partition("/")
         try:
-            await rest.subscribe(app, f"endpoint:{tech}/{resource}")
             ep = await rest.get_endpoint(tech, resource)
+            held = await rest.subscribe(app, f"deviceState:{tech}/{resource}")
+            await _drop_endpoint_subscription(rest, app, endpoint, held)
         except ari.AriNotFound:
             log.error(  # noqa: TRY400 - a configuration mistake; the hint says it all
                 "recovery.unknown_endpoint",
@@ -344,3 +352,14 @@ async def _subscribe_takers(service: CallService, rest: ari.AriRest, app: str) -
             await service.feed(
                 core.TakerDeviceChanged(taker, reachable=ep.state != "offline", in_use=in_use)
             )
+
+
+async def _drop_endpoint_subscription(
+    rest: ari.AriRest, app: str, endpoint: str, held: ari.Application
+) -> None:
+    """An Asterisk that ran an earlier version keeps its endpoint subscriptions
+    (one per connect: each DELETE drops one); drop them, within reason."""
+    for _ in range(16):
+        if endpoint not in held.endpoint_ids:
+            return
+        held = await rest.unsubscribe(app, f"endpoint:{endpoint}")

@@ -45,7 +45,7 @@ EVENTS_USED = frozenset(
         "ChannelDestroyed",
         "ChannelDtmfReceived",
         "ChannelStateChange",
-        "EndpointStateChange",
+        "DeviceStateChanged",
         "PlaybackFinished",
         "RecordingFailed",
         "RecordingFinished",
@@ -61,6 +61,13 @@ _ANSWER_RETRIES = (0.2, 0.5)
 _BUSY = frozenset({17})
 _NO_ANSWER = frozenset({18, 19, 31})
 _REJECTED = frozenset({21})
+
+# Asterisk device states (``ast_devstate_str``) of a taker's handset. Busy
+# includes our own offer or call on it: the core never offers to a taker it
+# already rang, and after our call ends the handset is offered again once it
+# reports NOT_INUSE (app_queue's ``ringinuse=no`` does the same).
+_DEVICE_UNREACHABLE = frozenset({"UNAVAILABLE", "INVALID"})
+_DEVICE_BUSY = frozenset({"INUSE", "BUSY", "RINGING", "RINGINUSE", "ONHOLD"})
 
 # Channel variables the dialplan sets before Stasis() and ari.conf exports in
 # every channel snapshot (``channelvars``): the raw SIP headers, unparsed.
@@ -194,13 +201,18 @@ def translate(
             return []
         return [core.PromptFinished(call_id=call_id, playback_id=event.playback.id)]
 
-    if isinstance(event, ari.EndpointStateChange):
-        ep = event.endpoint
-        taker = takers.taker_for(f"{ep.technology}/{ep.resource}")
+    if isinstance(event, ari.DeviceStateChanged):
+        device = event.device_state
+        taker = takers.taker_for(device.name)
         if taker is None:
             return []
-        in_use = any(ids.parse_offer_id(c) is None for c in ep.channel_ids)
-        return [core.TakerDeviceChanged(taker, reachable=ep.state != "offline", in_use=in_use)]
+        return [
+            core.TakerDeviceChanged(
+                taker,
+                reachable=device.state not in _DEVICE_UNREACHABLE,
+                in_use=device.state in _DEVICE_BUSY,
+            )
+        ]
     return []
 
 

@@ -280,8 +280,8 @@ class AriRest:
 
     async def set_event_filter(self, app: str, allowed: Iterable[str]) -> Application:
         """PUT /applications/{app}/eventFilter: only these event types reach
-        the app's websocket (Asterisk still makes the others, but neither
-        serialises nor sends them)."""
+        the app's websocket. Asterisk still makes and serialises the others
+        (the filter is applied at the websocket), but does not send them."""
         body = {"allowed": [{"type": t} for t in sorted(allowed)], "disallowed": []}
         return await self._model(
             Application, "PUT", f"/applications/{check_id('app', app)}/eventFilter", json=body

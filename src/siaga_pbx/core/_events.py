@@ -177,8 +177,11 @@ class HandsetHungUp:
 class TakerDeviceChanged:
     """SIP device state of a taker's handset changed.
 
-    ``reachable``: registered / qualified. ``in_use``: busy on a call that is not
-    one of our offers (a private call, say); such a taker is not offered calls.
+    ``reachable``: registered / qualified. ``in_use``: the handset is busy or
+    ringing (Asterisk device state); such a taker is not offered calls. This
+    includes our own offer or call on it, which is harmless: a taker we rang
+    is not offerable anyway, and becomes offerable again once the handset
+    reports itself free.
     """
 
     taker_id: str

@@ -156,17 +156,27 @@ class TestOthers:
         ]
 
     def test_device_state(self) -> None:
-        """Endpoint state of a taker's handset becomes TakerDeviceChanged."""
-        ep = {"technology": "PJSIP", "resource": "taker1", "state": "offline", "channel_ids": []}
-        assert run(event("EndpointStateChange", endpoint=ep)) == [
+        """Device state of a taker's handset becomes TakerDeviceChanged."""
+
+        def dev(name: str, state: str) -> list[core.Event | FeatureRequest | HandBack]:
+            return run(event("DeviceStateChanged", device_state={"name": name, "state": state}))
+
+        assert dev("PJSIP/taker1", "UNAVAILABLE") == [
             core.TakerDeviceChanged("taker1", reachable=False)
         ]
-        busy = {**ep, "state": "online", "channel_ids": ["private.1"]}
-        assert run(event("EndpointStateChange", endpoint=busy)) == [
-            core.TakerDeviceChanged("taker1", reachable=True, in_use=True)
+        assert dev("PJSIP/taker1", "INVALID") == [
+            core.TakerDeviceChanged("taker1", reachable=False)
         ]
-        stranger = {**ep, "resource": "someone"}
-        assert run(event("EndpointStateChange", endpoint=stranger)) == []
+        for busy in ("INUSE", "BUSY", "RINGING", "RINGINUSE", "ONHOLD"):
+            assert dev("PJSIP/taker1", busy) == [
+                core.TakerDeviceChanged("taker1", reachable=True, in_use=True)
+            ], busy
+        for free in ("NOT_INUSE", "UNKNOWN"):
+            assert dev("PJSIP/taker1", free) == [
+                core.TakerDeviceChanged("taker1", reachable=True, in_use=False)
+            ], free
+        assert dev("PJSIP/someone", "INUSE") == []
+        assert dev("Custom:taker1", "INUSE") == []
 
     def test_feature_codes(self) -> None:
         """A feature-code call names the taker by endpoint and maps to its event."""
@@ -207,7 +217,7 @@ class TestFuzz:
                 "ChannelDestroyed",
                 "ChannelStateChange",
                 "PlaybackFinished",
-                "EndpointStateChange",
+                "DeviceStateChanged",
             ]
         ),
         st.text(max_size=40),
@@ -230,12 +240,7 @@ class TestFuzz:
                 "target_uri": f"bridge:siaga-call-{cid}",
                 "state": "done",
             },
-            "endpoint": {
-                "technology": "PJSIP",
-                "resource": cid,
-                "state": "online",
-                "channel_ids": args,
-            },
+            "device_state": {"name": f"PJSIP/{cid}", "state": args[0] if args else "INUSE"},
         }
         try:
             ev = ari.parse_event(json.dumps(payload))
