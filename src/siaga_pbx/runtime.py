@@ -79,7 +79,12 @@ class Runtime:
             centre = s.centre()
             metrics = Metrics()
             recorder = IncidentRecorder(outbox)
-            self.journal = IncidentJournal(recorder, s.recording_dir, language=s.prompts.language)
+            self.journal = IncidentJournal(
+                recorder,
+                s.recording_dir,
+                language=s.prompts.language,
+                on_recording_missing=metrics.recording_failures.inc,
+            )
             self.relay = OutboxRelay(outbox, s.database_dsn, repeat_window_s=s.repeat_window_s)
             desk = ConferenceDesk(
                 conference.Conferences(s.agency_directory()),

@@ -96,7 +96,7 @@ class ConferenceRequest:
 
 @dataclass(frozen=True, slots=True)
 class RecordingDue:
-    """A call ended a while ago: journal its recording if no event did."""
+    """The caller left our app a while ago: journal the call's recording."""
 
     call_id: str
 
@@ -114,7 +114,10 @@ class ConferenceHook(Protocol):
 
 _V = TypeVar("_V")
 _INCIDENT_MEMORY = 10_000  # calls whose incident id we remember after they end
-_RECORDING_GRACE_S = 5.0  # after EndCall, how long RecordingFinished may take
+# After the caller left Stasis: the dialplan's MixMonitor (``siaga-call-<id>``)
+# closes its file when the channel hangs up, or at once when the caller goes
+# on in the dialplan ([siaga-record] stops it). A few ms in practice.
+_RECORDING_GRACE_S = 3.0
 
 
 class CallService:
@@ -270,6 +273,8 @@ class CallService:
     # ---- one item ------------------------------------------------------
 
     async def _process(self, item: Item) -> None:
+        if isinstance(item, (ari.StasisEnd, ari.ChannelDestroyed)):
+            self._caller_left(item.channel.id)  # before the conference desk may take it
         if self.conference is not None and await self.conference.intercept(item, self):
             return
         if isinstance(item, Resync):
@@ -282,9 +287,6 @@ class CallService:
             return
         if isinstance(item, ApiRequest):
             await self.feed(item.event)
-            return
-        if isinstance(item, (ari.RecordingFinished, ari.RecordingFailed)):
-            self._recording_done(item)
             return
         if isinstance(item, RecordingDue):
             self._recording_due(item.call_id)
@@ -307,6 +309,8 @@ class CallService:
         """Hand one event to the core and carry out what it asks."""
         call_id = _call_of(event)
         now = self._clock()
+        if isinstance(event, core.CallerHungUp):  # also the losses a resync feeds
+            self._caller_left(event.call_id)
         if isinstance(event, core.CallerArrived) and event.call_id not in self._incidents:
             self._notify("call_arrived", event, now, self.remember_call(event.call_id))
         incident_id = self._incidents.get(call_id) if call_id else None
@@ -352,8 +356,6 @@ class CallService:
         else:
             if self.conference is not None and isinstance(cmd, _CONFERENCE_FOLLOWS):
                 self.submit(CommandDone(cmd))
-            if isinstance(cmd, core.EndCall):
-                self._expect_recording(cmd.call_id)
 
     async def idle(self) -> None:
         """Wait until the inbox is empty and every lane has drained."""
@@ -396,39 +398,24 @@ class CallService:
             except Exception:
                 log.exception("service.observer_failed", observer=type(obs).__name__)
 
-    def _recording_done(self, event: ari.RecordingFinished | ari.RecordingFailed) -> None:
-        name = event.recording.name
-        call_id = ids.call_id_from_bridge(name)
-        if call_id is None:
+    def _caller_left(self, call_id: str) -> None:
+        """The caller of a call we opened has left our app (hung up, or went
+        on in the dialplan): their recording is finished, or about to be.
+        Journal it after a grace period, once per call."""
+        if call_id not in self._incidents or call_id in self._recorded:
             return
-        failed = isinstance(event, ari.RecordingFailed)
-        self._journal_recording(call_id, name, failed=failed, cause=event.recording.cause)
-
-    def _expect_recording(self, call_id: str) -> None:
-        """The call ended (EndCall ran): its recording must reach the journal.
-        Asterisk publishes RecordingFinished on the bridge's topic as the
-        bridge is destroyed, and now and then the event is lost with the
-        bridge; so if it has not come within a grace period, the recording
-        on disk is journalled anyway (once: whichever comes first wins)."""
+        _remember_bounded(self._recorded, call_id, None)
         loop = asyncio.get_running_loop()
         loop.call_later(_RECORDING_GRACE_S, self.submit, RecordingDue(call_id))
 
     def _recording_due(self, call_id: str) -> None:
-        if call_id in self._recorded or not ids.is_safe_id(call_id):
+        if not ids.is_safe_id(call_id):
             return
-        name = ids.recording_name(call_id)
-        with structlog.contextvars.bound_contextvars(
-            call_id=call_id, incident_id=self._incidents.get(call_id)
-        ):
-            log.warning("recording.event_missing", name=name, waited_s=_RECORDING_GRACE_S)
-        self._journal_recording(call_id, name, failed=False, cause=None)
+        self._journal_recording(call_id, ids.recording_name(call_id), failed=False, cause=None)
 
     def _journal_recording(
         self, call_id: str, name: str, *, failed: bool, cause: str | None
     ) -> None:
-        if call_id in self._recorded:
-            return  # journalled already (the event after the grace period)
-        _remember_bounded(self._recorded, call_id, None)
         incident_id = self._incidents.get(call_id)
         with structlog.contextvars.bound_contextvars(call_id=call_id, incident_id=incident_id):
             if failed:

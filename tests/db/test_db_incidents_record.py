@@ -13,6 +13,7 @@ import pytest
 
 from siaga_pbx.core import CallbackEntry, CallStage, PublishCallEvent
 from siaga_pbx.incidents import IncidentRecorder, IncidentStore, Outbox
+from siaga_pbx.incidents._recordings import RecordingInfo
 from siaga_pbx.incidents._text import raw_bytes
 
 from ._support import drain, fetch, fetchval, unique
@@ -334,3 +335,31 @@ class TestRecoveredCalls:
         await rec.open_call(call_id, arrived_at=time.time(), number="0812")
         await drain(outbox, migrated_dsn, repeat_window_s=WINDOW_S)
         assert len(await outbox.dead_letters()) == 1
+
+
+class TestRecordingRegisteredTwice:
+    """The service and the fallback sweeper may both register a call's recording."""
+
+    async def test_the_larger_description_wins_and_a_repeat_changes_nothing(
+        self, migrated_dsn: str, outbox: Outbox
+    ) -> None:
+        rec = IncidentRecorder(outbox)
+        call_id = unique("c")
+        t0 = time.time() - 60
+        await rec.open_call(call_id, arrived_at=t0, number="0812")
+        path = f"/rec/siaga-call-{call_id}.wav"
+        small = RecordingInfo(path, 1_000, "a" * 64, 0.06)
+        large = RecordingInfo(path, 64_044, "b" * 64, 4.0)
+        await rec.recording(call_id, small, started_at=t0, ended_at=t0 + 0.06)
+        await rec.recording(call_id, large, started_at=t0, ended_at=t0 + 4.0)
+        await rec.recording(call_id, small, started_at=t0, ended_at=t0 + 0.06)  # stale: ignored
+        await drain(outbox, migrated_dsn, repeat_window_s=WINDOW_S)
+        rows = await fetch(
+            migrated_dsn,
+            "SELECT size_bytes, sha256, duration_s FROM recordings WHERE call_id = $1",
+            call_id,
+        )
+        assert [(r["size_bytes"], r["sha256"], r["duration_s"]) for r in rows] == [
+            (64_044, "b" * 64, 4.0)
+        ]
+        assert await outbox.dead_letters() == []

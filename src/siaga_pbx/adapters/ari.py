@@ -47,8 +47,6 @@ EVENTS_USED = frozenset(
         "ChannelStateChange",
         "DeviceStateChanged",
         "PlaybackFinished",
-        "RecordingFailed",
-        "RecordingFinished",
         "StasisEnd",
         "StasisStart",
     }
@@ -309,24 +307,21 @@ class AriCommandRunner:
         await self._rest.answer(call_id)
 
     async def _ensure_call_bridge(self, call_id: str) -> None:
-        """The caller in their own mixing bridge, recorded: create what is
-        missing. Idempotent; a bridge made for a caller who is gone is
-        destroyed again, so nothing is left behind."""
+        """The caller in their own mixing bridge: create what is missing.
+        Idempotent; a bridge made for a caller who is gone is destroyed
+        again, so nothing is left behind. (The call is recorded by the
+        dialplan's MixMonitor on the caller's channel, not by the bridge.)"""
         rest, bridge = self._rest, ids.bridge_id(call_id)
         try:
             await rest.create_bridge(bridge, type="mixing", name=bridge)
         except ari.AriConflict:
             if call_id in (await rest.get_bridge(bridge)).channels:
-                return  # whole already (its recording started with it)
+                return  # whole already
         try:
             await rest.add_channel(bridge, [call_id])
         except ari.AriError:
             await self._ignoring(rest.destroy_bridge(bridge), ari.AriNotFound)
             raise
-        await self._ignoring(
-            rest.record_bridge(bridge, name=ids.recording_name(call_id), format="wav"),
-            ari.AriConflict,
-        )
 
     async def _on_call_bridge(self, call_id: str, op: Callable[[], Awaitable[object]]) -> None:
         """Run ``op`` on the caller's bridge. If Asterisk no longer has that

@@ -211,6 +211,7 @@ class FallbackSweeper:
             else:
                 started = max(f.arrived_at, f.ended_at - (info.duration_s or 0.0))
             await self._recorder.recording(f.call_id, info, started_at=started, ended_at=f.ended_at)
+            await self._journal_call_recording(f)
             if f.kind == "fallback":
                 await self._recorder.timeline(
                     f.call_id, "hung_up", f.ended_at, {"mode": "fallback", "side": "unknown"}
@@ -222,3 +223,18 @@ class FallbackSweeper:
                 recording=f.path.name,
                 hint="this call was carried by the dialplan fallback while the service was away",
             )
+
+    async def _journal_call_recording(self, f: FallbackFile) -> None:
+        """The call's own recording (``siaga-call-<uniqueid>``, started in
+        [siaga-emergency] before Stasis) ends where the dialplan's begins.
+        After a hand-back the service journals it too, unless it stopped
+        first; for a call it never saw, it is the moment before Stasis()
+        failed. Registering it twice changes nothing."""
+        path = self._dir / f"{ids.recording_name(f.call_id)}.wav"
+        try:
+            info = await describe_recording(path)
+        except FileNotFoundError:
+            return  # a call from before the call recording, or no audio path at all
+        started = f.arrived_at
+        ended = started + (info.duration_s or 0.0)
+        await self._recorder.recording(f.call_id, info, started_at=started, ended_at=ended)

@@ -51,9 +51,11 @@ class IncidentJournal:
         *,
         language: str = "id",
         clock: Callable[[], float] = time.time,
+        on_recording_missing: Callable[[], None] | None = None,
     ) -> None:
         self._recorder = recorder
         self._recording_dir = recording_dir
+        self._on_recording_missing = on_recording_missing
         self._language = language
         self._clock = clock
         self._work: asyncio.Queue[_Job] = asyncio.Queue()
@@ -137,7 +139,16 @@ class IncidentJournal:
                 return await self._recorder.timeline(
                     call_id, "recording_failed", ended, {"name": name}
                 )
-            info = await describe_recording(path)
+            try:
+                info = await describe_recording(path)
+            except FileNotFoundError:
+                # Never silent: the timeline says so, and so do the log and a metric.
+                log.error("recording.missing", name=name, path=str(path))  # noqa: TRY400 - no traceback helps here
+                if self._on_recording_missing is not None:
+                    self._on_recording_missing()
+                return await self._recorder.timeline(
+                    call_id, "recording_failed", ended, {"name": name, "reason": "file missing"}
+                )
             started = ended - (info.duration_s or 0.0)
             return await self._recorder.recording(call_id, info, started_at=started, ended_at=ended)
 

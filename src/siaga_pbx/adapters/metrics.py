@@ -121,7 +121,9 @@ class Metrics:
             registry=r,
         )
         self.recording_failures = Counter(
-            "siaga_recording_failures", "Recordings Asterisk reported as failed", registry=r
+            "siaga_recording_failures",
+            "Call recordings failed or missing at journal time",
+            registry=r,
         )
         self._arrivals: dict[str, tuple[float, str]] = {}
 

@@ -141,10 +141,18 @@ async def _append_timeline(conn: asyncpg.Connection, op: AppendTimeline) -> None
 
 
 async def _register_recording(conn: asyncpg.Connection, op: RegisterRecording) -> None:
+    # A file may be registered twice: by the service when its caller left, and
+    # by the fallback sweeper after a hand-back (whichever runs). A recording
+    # only grows, so the larger description wins; the same one changes nothing.
     await conn.execute(
         "INSERT INTO recordings (call_id, incident_id, path, started_at, ended_at,"
         " duration_s, size_bytes, sha256)"
-        " VALUES ($1, (SELECT incident_id FROM calls WHERE call_id = $1), $2, $3, $4, $5, $6, $7)",
+        " VALUES ($1, (SELECT incident_id FROM calls WHERE call_id = $1), $2, $3, $4, $5, $6, $7)"
+        " ON CONFLICT (path) DO UPDATE SET ended_at = EXCLUDED.ended_at,"
+        " duration_s = EXCLUDED.duration_s, size_bytes = EXCLUDED.size_bytes,"
+        " sha256 = EXCLUDED.sha256"
+        " WHERE recordings.call_id = EXCLUDED.call_id"
+        " AND EXCLUDED.size_bytes > recordings.size_bytes",
         op.call_id,
         op.path,
         epoch_to_datetime(op.started_at),

@@ -91,3 +91,26 @@ async def test_a_burst_of_calls_shares_commits(tmp_path: Path) -> None:
     first = [op.call_id for op in ops if isinstance(op, OpenIncident)]
     assert first == [f"c{n}" for n in range(200)]
     assert commits <= 20, commits
+
+
+async def test_a_missing_recording_is_journalled_as_failed_and_counted(tmp_path: Path) -> None:
+    """No file where the call's recording should be: never silent."""
+    missing: list[int] = []
+    async with Outbox(tmp_path / "outbox.sqlite3") as outbox:
+        journal = IncidentJournal(
+            IncidentRecorder(outbox),
+            tmp_path,
+            clock=lambda: 100.0,
+            on_recording_missing=lambda: missing.append(1),
+        )
+        journal.recording_done("c9", "siaga-call-c9", INCIDENT, failed=False)
+        writer = asyncio.create_task(journal.run())
+        await asyncio.wait_for(journal.flush(), 10)
+        writer.cancel()
+        ops = [e.op for e in await outbox.peek(100)]
+    assert len(ops) == 1
+    op = ops[0]
+    assert isinstance(op, AppendTimeline)
+    assert (op.call_id, op.stage) == ("c9", "recording_failed")
+    assert op.detail == {"name": "siaga-call-c9", "reason": "file missing"}
+    assert missing == [1]

@@ -118,12 +118,41 @@ class TestSweep:
         rec.mkdir()
         wav(rec / f"siaga-fallback-{CALL}_1.wav", mtime=NOW - 1)  # still being written
         wav(rec / "siaga-fallback-siaga-test-1.2_2.wav", mtime=NOW - 7200)  # before our time
-        wav(rec / f"siaga-call-{CALL}.wav")  # a bridge recording: journalled by the service
+        wav(rec / f"siaga-call-{CALL}.wav")  # the call recording: never journalled alone
         wav(rec / f"siaga-callback-{CALL}_3.wav")
         assert await sweep(tmp_path) == []
         os.utime(rec / f"siaga-fallback-{CALL}_1.wav", (NOW - 60, NOW - 60))
         assert await sweep(tmp_path, alive=True) == []  # Asterisk still holds the channel
-        assert len(await sweep(tmp_path)) == 5
+        ops = await sweep(tmp_path)
+        # The fallback call's five ops, with the call recording (the moment
+        # before Stasis() failed) registered right after the fallback's own.
+        assert [type(op).__name__ for op in ops] == [
+            "OpenIncident",
+            "AppendTimeline",
+            "RegisterRecording",
+            "RegisterRecording",
+            "AppendTimeline",
+            "CloseCall",
+        ]
+        paths = [op.path for op in ops if isinstance(op, RegisterRecording)]
+        assert paths == [
+            str(rec / f"siaga-fallback-{CALL}_1.wav"),
+            str(rec / f"siaga-call-{CALL}.wav"),
+        ]
+
+    async def test_handed_back_call_gets_its_call_recording_too(self, tmp_path: Path) -> None:
+        """After a hand-back both parts are registered: the service's and the dialplan's
+        (the service may have stopped before it journalled its part)."""
+        rec = tmp_path / "rec"
+        rec.mkdir()
+        wav(rec / f"siaga-handback-{CALL}_0811.wav")
+        wav(rec / f"siaga-call-{CALL}.wav")
+        ops = await sweep(tmp_path)
+        assert [op.path for op in ops if isinstance(op, RegisterRecording)] == [
+            str(rec / f"siaga-handback-{CALL}_0811.wav"),
+            str(rec / f"siaga-call-{CALL}.wav"),
+        ]
+        assert len(ops) == 2
 
     async def test_damaged_state_file_does_not_stop_the_service(self, tmp_path: Path) -> None:
         """An unreadable state file is replaced; nothing from before 'now' is imported."""

@@ -16,7 +16,7 @@ from siaga_pbx import ari, core
 from siaga_pbx.adapters.ari import TakerDirectory
 from siaga_pbx.adapters.http import make_app
 from siaga_pbx.adapters.metrics import Metrics
-from siaga_pbx.service import ApiRequest, CallService, RecordingDue, incident_id_for
+from siaga_pbx.service import ApiRequest, CallService, incident_id_for
 
 CENTRE = core.CentreConfig(
     queues=(core.QueueConfig("main", ring_timeout_s=5.0),),
@@ -270,52 +270,76 @@ class TestHttpApi:
         assert (await (await c.get("/healthz")).json()) == {"status": "ok"}
 
 
-def recording_finished(call_id: str) -> ari.Event:
-    return ari.parse_event(
-        json.dumps(
-            {
-                "type": "RecordingFinished",
-                "recording": {
-                    "name": f"siaga-call-{call_id}",
-                    "format": "wav",
-                    "state": "done",
-                    "target_uri": f"bridge:siaga-call-{call_id}",
-                },
-            }
-        )
-    )
+def stasis_event(kind: str, channel_id: str) -> ari.Event:
+    """StasisEnd or ChannelDestroyed of ``channel_id`` (built from a StasisStart)."""
+    start = stasis_start(channel_id)
+    assert isinstance(start, ari.StasisStart)
+    body: dict[str, object] = {"type": kind, "channel": start.channel.model_dump(mode="json")}
+    if kind == "ChannelDestroyed":
+        body |= {"cause": 16, "cause_txt": "Normal Clearing"}
+    return ari.parse_event(json.dumps(body))
 
 
 class TestRecordingJournal:
-    """A call's recording reaches the journal exactly once, even without its event."""
+    """A call's recording (the dialplan's MixMonitor) reaches the journal
+    exactly once, after its caller has left our app."""
 
-    async def test_the_event_journals_it_and_the_grace_check_adds_nothing(self) -> None:
-        rec = Recorder()
-        service = make_service(ScriptedRunner(), rec)
-        service.submit(recording_finished("c1"))
-        service.submit(RecordingDue("c1"))
-        await drain(service)
-        assert rec.recordings == [("c1", "siaga-call-c1", False)]
-
-    async def test_a_lost_event_is_made_up_for_once(self) -> None:
-        rec = Recorder()
-        service = make_service(ScriptedRunner(), rec)
-        with capture_logs() as logs:
-            service.submit(RecordingDue("c1"))
-            service.submit(recording_finished("c1"))  # late: ignored
-            await drain(service)
-        assert rec.recordings == [("c1", "siaga-call-c1", False)]
-        assert [e["event"] for e in logs if e["log_level"] == "warning"] == [
-            "recording.event_missing"
-        ]
-
-    async def test_end_of_call_schedules_the_check(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    @pytest.fixture(autouse=True)
+    def _short_grace(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr("siaga_pbx.service._RECORDING_GRACE_S", 0.01)
+
+    async def _run(self, service: CallService, *items: object) -> None:
+        task = asyncio.create_task(service.run())
+        for item in items:
+            service.submit(item)  # type: ignore[arg-type]
+        await asyncio.sleep(0.2)  # the grace period passes
+        await asyncio.wait_for(service.idle(), 5)
+        task.cancel()
+
+    async def test_the_callers_leaving_journals_it_once(self) -> None:
         rec = Recorder()
         service = make_service(ScriptedRunner(), rec)
+        service.remember_call("c1")
+        # StasisEnd, ChannelDestroyed and the core's hang-up all say "gone".
+        await self._run(
+            service,
+            stasis_event("StasisEnd", "c1"),
+            stasis_event("ChannelDestroyed", "c1"),
+            core.CallerHungUp("c1"),
+        )
+        assert rec.recordings == [("c1", "siaga-call-c1", False)]
+
+    async def test_a_hang_up_fed_by_a_resync_journals_it(self) -> None:
+        rec = Recorder()
+        service = make_service(ScriptedRunner(), rec)
+        service.remember_call("c2")
+        await self._run(service, core.CallerHungUp("c2"))
+        assert rec.recordings == [("c2", "siaga-call-c2", False)]
+
+    async def test_channels_that_are_not_our_calls_journal_nothing(self) -> None:
+        """A handset offer, a feature-code call, a stranger: no recording of theirs."""
+        rec = Recorder()
+        service = make_service(ScriptedRunner(), rec)
+        service.remember_call("c3")
+        await self._run(
+            service,
+            stasis_event("StasisEnd", "siaga-offer-c3-1"),
+            stasis_event("StasisEnd", "feature.1"),
+            stasis_event("ChannelDestroyed", "stranger.9"),
+        )
+        assert rec.recordings == []
+
+    async def test_nothing_is_journalled_while_the_caller_is_still_here(self) -> None:
+        rec = Recorder()
+        service = make_service(ScriptedRunner(), rec)
+        service.remember_call("c4")
         task = asyncio.create_task(service.run())
-        await service.run_commands([core.EndCall("c1")])
+        await service.run_commands([core.EndCall("c4")])  # asked to end: not gone yet
+        await asyncio.sleep(0.2)
+        await asyncio.wait_for(service.idle(), 5)
+        assert rec.recordings == []
+        service.submit(stasis_event("StasisEnd", "c4"))  # now the caller has left
         await asyncio.sleep(0.2)
         await asyncio.wait_for(service.idle(), 5)
         task.cancel()
-        assert rec.recordings == [("c1", "siaga-call-c1", False)]
+        assert rec.recordings == [("c4", "siaga-call-c4", False)]
