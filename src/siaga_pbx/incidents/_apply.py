@@ -118,13 +118,10 @@ async def _open_incident(conn: asyncpg.Connection, op: OpenIncident, window_s: f
 
 
 async def _append_timeline(conn: asyncpg.Connection, op: AppendTimeline) -> None:
-    incident_id = await conn.fetchval(
-        "SELECT incident_id FROM calls WHERE call_id = $1", op.call_id
-    )
-    await conn.execute(
+    incident_id = await conn.fetchval(  # one round trip: the incident is looked up inline
         "INSERT INTO timeline (incident_id, call_id, stage, at, detail)"
-        " VALUES ($1, $2, $3, $4, $5::jsonb)",
-        incident_id,
+        " VALUES ((SELECT incident_id FROM calls WHERE call_id = $1), $1, $2, $3, $4::jsonb)"
+        " RETURNING incident_id",
         op.call_id,
         op.stage,
         epoch_to_datetime(op.at),

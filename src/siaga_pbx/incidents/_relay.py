@@ -40,6 +40,13 @@ __all__ = ["OutboxRelay", "is_permanent_error"]
 log = structlog.get_logger(__name__)
 
 
+# The exactly-once guard: true the first time an op is applied, NULL after.
+_MARK_APPLIED = (
+    "INSERT INTO applied_ops (outbox_id, seq, kind) VALUES ($1, $2, $3)"
+    " ON CONFLICT DO NOTHING RETURNING true"
+)
+
+
 def is_permanent_error(exc: BaseException) -> bool:
     """True if retrying the same op can only fail the same way."""
     return isinstance(
@@ -148,6 +155,45 @@ class OutboxRelay:
         await self._drop_connection()
 
     async def _apply_batch(self, entries: list[OutboxEntry]) -> int:
+        """Apply ``entries`` in one transaction (one commit for the batch).
+
+        If one op in it is permanently bad, the transaction rolls back as a
+        whole and the batch is applied again op by op, each in its own
+        transaction, so that only the bad op is parked. A transient error
+        raises: nothing of the batch is acknowledged, all of it is retried.
+        """
+        if any(entry.op is None for entry in entries):
+            return await self._apply_one_by_one(entries)
+        conn = await self._connection()
+        instance_id = self.outbox.instance_id
+        repeats: list[OutboxEntry] = []
+        try:
+            async with conn.transaction():
+                for entry in entries:
+                    assert entry.op is not None  # checked above
+                    if await conn.fetchval(_MARK_APPLIED, instance_id, entry.seq, entry.kind):
+                        await apply_op(conn, entry.op, repeat_window_s=self.repeat_window_s)
+                    else:
+                        repeats.append(entry)
+        except Exception as exc:
+            if not is_permanent_error(exc):
+                raise
+            log.warning("outbox_batch_split", ops=len(entries), error=f"{type(exc).__name__}")
+            return await self._apply_one_by_one(entries)
+        for entry in repeats:
+            with structlog.contextvars.bound_contextvars(
+                call_id=entry.op.call_id if entry.op else None, op_seq=entry.seq
+            ):
+                log.info("outbox_op_already_applied")
+        seqs = [entry.seq for entry in entries]
+        if self._after_apply is not None:
+            for seq in seqs:
+                self._after_apply(seq)
+        await self.outbox.ack(seqs)
+        self.applied += len(seqs)
+        return len(seqs)
+
+    async def _apply_one_by_one(self, entries: list[OutboxEntry]) -> int:
         conn = await self._connection()
         instance_id = self.outbox.instance_id
         done: list[int] = []
@@ -165,8 +211,7 @@ class OutboxRelay:
                     try:
                         async with conn.transaction():
                             first_time = await conn.fetchval(
-                                "INSERT INTO applied_ops (outbox_id, seq, kind) VALUES ($1, $2, $3)"
-                                " ON CONFLICT DO NOTHING RETURNING true",
+                                _MARK_APPLIED,
                                 instance_id,
                                 entry.seq,
                                 entry.kind,
