@@ -214,6 +214,7 @@ class Runtime:
             if t.get_name() == "consumer":
                 t.cancel()
         service.cancel_timers()
+        service.journal_pending_recordings()  # calls that ended here are ours to journal
         log.critical(
             "service.stepped_down",
             reason="ApplicationReplaced: another instance registered the Stasis app",
@@ -231,6 +232,7 @@ class Runtime:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(service.idle(), timeout=2.0)
         await service.hand_back_waiting_callers()
+        service.journal_pending_recordings()
         if self.journal is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.journal.flush(), timeout=5.0)

@@ -147,6 +147,7 @@ class CallService:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._incidents: OrderedDict[str, str] = OrderedDict()
         self._recorded: OrderedDict[str, None] = OrderedDict()  # recordings journalled
+        self._recordings_due: dict[str, asyncio.TimerHandle] = {}  # in their grace period
         self._lanes: Lanes[core.Command] = Lanes(self._run_in_lane)
         self.handled = 0
 
@@ -406,9 +407,21 @@ class CallService:
             return
         _remember_bounded(self._recorded, call_id, None)
         loop = asyncio.get_running_loop()
-        loop.call_later(_RECORDING_GRACE_S, self.submit, RecordingDue(call_id))
+        due = loop.call_later(_RECORDING_GRACE_S, self.submit, RecordingDue(call_id))
+        self._recordings_due[call_id] = due
+
+    def journal_pending_recordings(self) -> int:
+        """Stopping: journal now every recording still in its grace period
+        (its caller has left, so the file is closed or about to be); a timer
+        would never fire. Returns how many."""
+        pending = list(self._recordings_due)
+        for call_id in pending:
+            self._recordings_due.pop(call_id).cancel()
+            self._recording_due(call_id)
+        return len(pending)
 
     def _recording_due(self, call_id: str) -> None:
+        self._recordings_due.pop(call_id, None)
         if not ids.is_safe_id(call_id):
             return
         self._journal_recording(call_id, ids.recording_name(call_id), failed=False, cause=None)

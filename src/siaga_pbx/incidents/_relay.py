@@ -80,6 +80,7 @@ class OutboxRelay:
         connect_timeout: float = 5.0,
         command_timeout: float = 10.0,
         idle_poll_s: float = 1.0,
+        linger_s: float = 0.05,
         after_apply: Callable[[int], None] | None = None,
     ) -> None:
         if not 0 < backoff_initial <= backoff_max:
@@ -93,6 +94,7 @@ class OutboxRelay:
         self.connect_timeout = connect_timeout
         self.command_timeout = command_timeout
         self.idle_poll_s = idle_poll_s
+        self.linger_s = linger_s
         self._after_apply = after_apply
         self._conn: asyncpg.Connection | None = None
         self.applied = 0  # ops applied (or found already applied) since start
@@ -119,6 +121,10 @@ class OutboxRelay:
                 await self.outbox.wait_for_ops(self.idle_poll_s)
                 if self.outbox.pending == 0:
                     continue
+                if self.outbox.pending < self.batch_size and self.linger_s > 0:
+                    # Ops come a few per call event: waiting a moment lets one
+                    # transaction (and one local ack) carry many of them.
+                    await asyncio.sleep(self.linger_s)
                 try:
                     await self.drain()
                 except Exception as exc:  # noqa: BLE001 - every failure here is retried; see module doc

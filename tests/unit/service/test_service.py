@@ -343,3 +343,20 @@ class TestRecordingJournal:
         await asyncio.wait_for(service.idle(), 5)
         task.cancel()
         assert rec.recordings == [("c4", "siaga-call-c4", False)]
+
+    async def test_stopping_journals_the_recordings_still_in_their_grace(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A stop inside the grace period must not lose the recording."""
+        monkeypatch.setattr("siaga_pbx.service._RECORDING_GRACE_S", 3600.0)
+        rec = Recorder()
+        service = make_service(ScriptedRunner(), rec)
+        service.remember_call("c5")
+        task = asyncio.create_task(service.run())
+        service.submit(stasis_event("StasisEnd", "c5"))
+        await asyncio.wait_for(service.idle(), 5)
+        assert rec.recordings == []  # the grace period runs
+        assert service.journal_pending_recordings() == 1
+        assert rec.recordings == [("c5", "siaga-call-c5", False)]
+        assert service.journal_pending_recordings() == 0  # once
+        task.cancel()
