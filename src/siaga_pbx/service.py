@@ -466,7 +466,17 @@ _CONFERENCE_FOLLOWS = (core.ConnectCall, core.EndCall, core.RedirectCaller)
 
 
 def _lane_of(cmd: core.Command) -> str:
-    """The call a telephony command belongs to: its lane."""
+    """The lane a telephony command runs in: its call's, or its offer's.
+
+    A handset offer's ring, cancel and release run in order in the offer's own
+    lane, so that ringing starts at once instead of after the caller's answer,
+    bridge and greeting requests: the handset rings sooner, and a cancel still
+    never overtakes its ring. Connecting the answered handset needs the bridge,
+    so ``ConnectCall`` stays in the call's lane (it only ever follows the
+    ring's answer; if a release overtakes it, the connect fails and the core
+    handles that as it does any failed connect)."""
+    if isinstance(cmd, (core.RingHandset, core.CancelRing, core.ReleaseHandset)):
+        return f"offer:{cmd.attempt_id}"
     call_id = getattr(cmd, "call_id", None)
     if isinstance(call_id, str):
         return call_id

@@ -82,8 +82,8 @@ class CancelRing:
 
 @dataclass(frozen=True, slots=True)
 class ConnectCall:
-    """Bridge the caller with the answered offer ``attempt_id`` and record the
-    bridge. The bridge id and recording name derive from ``call_id``."""
+    """Bridge the caller with the answered offer ``attempt_id``. The bridge id
+    derives from ``call_id`` (the call is recorded on the caller's channel)."""
 
     call_id: str
     attempt_id: str

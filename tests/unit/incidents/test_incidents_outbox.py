@@ -344,6 +344,7 @@ class TestRelayWithoutPostgres:
                 backoff_initial=0.01,
                 backoff_max=0.02,
                 connect_timeout=1.0,
+                linger_s=0.0,  # count retries, not the batching pause before each
             )
             task = asyncio.create_task(relay.run())
             await asyncio.sleep(1.0)

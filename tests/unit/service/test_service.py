@@ -360,3 +360,25 @@ class TestRecordingJournal:
         assert rec.recordings == [("c5", "siaga-call-c5", False)]
         assert service.journal_pending_recordings() == 0  # once
         task.cancel()
+
+
+def test_an_offer_runs_in_its_own_lane_and_the_connect_in_the_calls() -> None:
+    """Ringing does not wait behind the caller's answer/bridge/greeting; a cancel
+    or release stays behind its own ring; the connect stays behind the bridge."""
+    from siaga_pbx.service import _lane_of
+
+    caller = core.CallerIdentity("0812")
+    attempt = "siaga-offer-c1-1"
+    ring = core.RingHandset(attempt, "c1", "taker1", "PJSIP/taker1", 15.0, caller)
+    offer_lane = {
+        _lane_of(ring),
+        _lane_of(core.CancelRing(attempt)),
+        _lane_of(core.ReleaseHandset(attempt)),
+    }
+    call_lane = {
+        _lane_of(core.AnswerCaller("c1")),
+        _lane_of(core.ConnectCall("c1", attempt, "taker1")),
+        _lane_of(core.EndCall("c1")),
+    }
+    assert offer_lane == {f"offer:{attempt}"}
+    assert call_lane == {"c1"}
