@@ -424,20 +424,17 @@ class CallService:
         self._recordings_due.pop(call_id, None)
         if not ids.is_safe_id(call_id):
             return
-        self._journal_recording(call_id, ids.recording_name(call_id), failed=False, cause=None)
+        self._journal_recording(call_id, ids.recording_name(call_id))
 
-    def _journal_recording(
-        self, call_id: str, name: str, *, failed: bool, cause: str | None
-    ) -> None:
+    def _journal_recording(self, call_id: str, name: str) -> None:
+        """Hand the finished recording to the observers (the journal describes
+        it off the loop, and journals a missing file as failed)."""
         incident_id = self._incidents.get(call_id)
         with structlog.contextvars.bound_contextvars(call_id=call_id, incident_id=incident_id):
-            if failed:
-                log.error("recording.failed", name=name, cause=cause)
-            else:
-                log.info("recording.finished", name=name)
+            log.info("recording.finished", name=name)
             for obs in self._observers:
                 try:
-                    obs.recording_done(call_id, name, incident_id, failed=failed)
+                    obs.recording_done(call_id, name, incident_id, failed=False)
                 except Exception:
                     log.exception("service.observer_failed", observer=type(obs).__name__)
 
