@@ -62,9 +62,7 @@ class Observer(Protocol):
 
     def published(self, item: Published, incident_id: str | None) -> None: ...
 
-    def recording_done(
-        self, call_id: str, name: str, incident_id: str | None, *, failed: bool
-    ) -> None: ...
+    def recording_done(self, call_id: str, name: str, incident_id: str | None) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -434,7 +432,7 @@ class CallService:
             log.info("recording.finished", name=name)
             for obs in self._observers:
                 try:
-                    obs.recording_done(call_id, name, incident_id, failed=False)
+                    obs.recording_done(call_id, name, incident_id)
                 except Exception:
                     log.exception("service.observer_failed", observer=type(obs).__name__)
 

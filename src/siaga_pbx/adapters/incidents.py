@@ -128,17 +128,11 @@ class IncidentJournal:
 
             self._put(entry.call_id, incident_id, callback)
 
-    def recording_done(
-        self, call_id: str, name: str, incident_id: str | None, *, failed: bool
-    ) -> None:
+    def recording_done(self, call_id: str, name: str, incident_id: str | None) -> None:
         ended = self._clock()
         path = self._recording_dir / f"{name}.wav"
 
         async def job() -> object:
-            if failed:
-                return await self._recorder.timeline(
-                    call_id, "recording_failed", ended, {"name": name}
-                )
             try:
                 info = await describe_recording(path)
             except FileNotFoundError:

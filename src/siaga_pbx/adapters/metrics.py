@@ -164,11 +164,8 @@ class Metrics:
     def call_arrived(self, event: core.CallerArrived, at: float, incident_id: str) -> None:
         return None  # counted from the ARRIVED timeline entry, which carries the queue
 
-    def recording_done(
-        self, call_id: str, name: str, incident_id: str | None, *, failed: bool
-    ) -> None:
-        if failed:
-            self.recording_failures.inc()
+    def recording_done(self, call_id: str, name: str, incident_id: str | None) -> None:
+        return None  # a missing file is counted by the journal (on_recording_missing)
 
     def command_failed(self, command: str) -> None:
         self.command_failures.labels(command=command).inc()

@@ -171,15 +171,11 @@ class OutboxRelay:
         if any(entry.op is None for entry in entries):
             return await self._apply_one_by_one(entries)
         conn = await self._connection()
-        instance_id = self.outbox.instance_id
         repeats: list[OutboxEntry] = []
         try:
             async with conn.transaction():
                 for entry in entries:
-                    assert entry.op is not None  # checked above
-                    if await conn.fetchval(_MARK_APPLIED, instance_id, entry.seq, entry.kind):
-                        await apply_op(conn, entry.op, repeat_window_s=self.repeat_window_s)
-                    else:
+                    if not await self._apply_once(conn, entry):
                         repeats.append(entry)
         except Exception as exc:
             if not is_permanent_error(exc):
@@ -199,9 +195,18 @@ class OutboxRelay:
         self.applied += len(seqs)
         return len(seqs)
 
+    async def _apply_once(self, conn: asyncpg.Connection, entry: OutboxEntry) -> bool:
+        """Mark ``entry`` applied and apply it, inside the caller's transaction;
+        False (and nothing done) when an earlier run applied it already."""
+        assert entry.op is not None  # undecodable ops are parked, never applied
+        marked = await conn.fetchval(_MARK_APPLIED, self.outbox.instance_id, entry.seq, entry.kind)
+        if not marked:
+            return False
+        await apply_op(conn, entry.op, repeat_window_s=self.repeat_window_s)
+        return True
+
     async def _apply_one_by_one(self, entries: list[OutboxEntry]) -> int:
         conn = await self._connection()
-        instance_id = self.outbox.instance_id
         done: list[int] = []
         applied = 0
         try:
@@ -216,14 +221,7 @@ class OutboxRelay:
                 ):
                     try:
                         async with conn.transaction():
-                            first_time = await conn.fetchval(
-                                _MARK_APPLIED,
-                                instance_id,
-                                entry.seq,
-                                entry.kind,
-                            )
-                            if first_time:
-                                await apply_op(conn, entry.op, repeat_window_s=self.repeat_window_s)
+                            first_time = await self._apply_once(conn, entry)
                     except Exception as exc:
                         if not is_permanent_error(exc):
                             raise

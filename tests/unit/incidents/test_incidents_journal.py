@@ -37,7 +37,7 @@ async def journal_ops(tmp_path: Path, feed: list[tuple[str, object]]) -> tuple[l
                 ev = core.CallerArrived(str(arg), core.CallerIdentity("0812"), "main")
                 journal.call_arrived(ev, 1.0, INCIDENT)
             elif method == "recording":
-                journal.recording_done(str(arg), f"siaga-call-{arg}", INCIDENT, failed=False)
+                journal.recording_done(str(arg), f"siaga-call-{arg}", INCIDENT)
             else:
                 assert isinstance(arg, core.PublishCallEvent)
                 journal.published(arg, INCIDENT)
@@ -103,7 +103,7 @@ async def test_a_missing_recording_is_journalled_as_failed_and_counted(tmp_path:
             clock=lambda: 100.0,
             on_recording_missing=lambda: missing.append(1),
         )
-        journal.recording_done("c9", "siaga-call-c9", INCIDENT, failed=False)
+        journal.recording_done("c9", "siaga-call-c9", INCIDENT)
         writer = asyncio.create_task(journal.run())
         await asyncio.wait_for(journal.flush(), 10)
         writer.cancel()

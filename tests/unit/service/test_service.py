@@ -58,12 +58,10 @@ class Recorder:
     def published(self, item: object, incident_id: str | None) -> None:
         self.items.append(item)
 
-    recordings: list[tuple[str, str, bool]] = field(default_factory=list)
+    recordings: list[tuple[str, str]] = field(default_factory=list)
 
-    def recording_done(
-        self, call_id: str, name: str, incident_id: str | None, *, failed: bool
-    ) -> None:
-        self.recordings.append((call_id, name, failed))
+    def recording_done(self, call_id: str, name: str, incident_id: str | None) -> None:
+        self.recordings.append((call_id, name))
 
 
 def make_service(
@@ -307,14 +305,14 @@ class TestRecordingJournal:
             stasis_event("ChannelDestroyed", "c1"),
             core.CallerHungUp("c1"),
         )
-        assert rec.recordings == [("c1", "siaga-call-c1", False)]
+        assert rec.recordings == [("c1", "siaga-call-c1")]
 
     async def test_a_hang_up_fed_by_a_resync_journals_it(self) -> None:
         rec = Recorder()
         service = make_service(ScriptedRunner(), rec)
         service.remember_call("c2")
         await self._run(service, core.CallerHungUp("c2"))
-        assert rec.recordings == [("c2", "siaga-call-c2", False)]
+        assert rec.recordings == [("c2", "siaga-call-c2")]
 
     async def test_channels_that_are_not_our_calls_journal_nothing(self) -> None:
         """A handset offer, a feature-code call, a stranger: no recording of theirs."""
@@ -342,7 +340,7 @@ class TestRecordingJournal:
         await asyncio.sleep(0.2)
         await asyncio.wait_for(service.idle(), 5)
         task.cancel()
-        assert rec.recordings == [("c4", "siaga-call-c4", False)]
+        assert rec.recordings == [("c4", "siaga-call-c4")]
 
     async def test_stopping_journals_the_recordings_still_in_their_grace(
         self, monkeypatch: pytest.MonkeyPatch
@@ -357,7 +355,7 @@ class TestRecordingJournal:
         await asyncio.wait_for(service.idle(), 5)
         assert rec.recordings == []  # the grace period runs
         assert service.journal_pending_recordings() == 1
-        assert rec.recordings == [("c5", "siaga-call-c5", False)]
+        assert rec.recordings == [("c5", "siaga-call-c5")]
         assert service.journal_pending_recordings() == 0  # once
         task.cancel()
 
