@@ -320,7 +320,15 @@ class CallService:
                 core_event=type(event).__name__,
                 commands=[type(c).__name__ for c in commands],
             )
-            for cmd in commands:
+            rings, others = _split_rings(commands)
+            for cmd in rings:
+                await self._execute(cmd)
+            if rings:
+                # Let the ring lanes run now: their requests reach Asterisk
+                # before the journal, the metrics and the call's own commands
+                # are dealt with. The core has already settled this event.
+                await asyncio.sleep(0)
+            for cmd in others:
                 await self._execute(cmd)
 
     async def _execute(self, cmd: core.Command) -> None:
@@ -458,6 +466,21 @@ def _remember_bounded(memory: OrderedDict[str, _V], call_id: str, value: _V) -> 
 
 
 _CONFERENCE_FOLLOWS = (core.ConnectCall, core.EndCall, core.RedirectCaller)
+
+
+def _split_rings(
+    commands: list[core.Command],
+) -> tuple[list[core.Command], list[core.Command]]:
+    """A batch's handset rings, and the rest in the core's order.
+
+    Lanes start in the order commands are submitted, so rings submitted first
+    reach Asterisk before the caller's bridge and greeting requests instead of
+    after them: the first taker's handset rings sooner. A ring is the first
+    command of its own offer lane, so no lane's order changes."""
+    rings: list[core.Command] = [c for c in commands if isinstance(c, core.RingHandset)]
+    if not rings:
+        return [], commands
+    return rings, [c for c in commands if not isinstance(c, core.RingHandset)]
 
 
 def _lane_of(cmd: core.Command) -> str:

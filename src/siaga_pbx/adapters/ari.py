@@ -7,12 +7,13 @@ out one core command with REST calls.
 
 How a call sits in Asterisk (see ``siaga_pbx.ids`` for the names):
 - The caller's channel enters the app from the dialplan with args
-  ``caller,<trunk>[,<queue>]``. We answer it and put it at once into its own
-  mixing bridge ``siaga-call-<call_id>``, and record that bridge. The caller
-  waits, hears prompts and hold, and talks in that one bridge, so the single
-  recording covers the whole call from arrival: what a caller says before
-  anyone answers is evidence too, and later joins (dispatchers, a second taker
-  after a drop) land in the same bridge without a gap.
+  ``caller,<trunk>[,<queue>]``, already answered and recorded by the
+  dialplan (``Answer(,i)``, ``MixMonitor``; we answer only a channel that is
+  not up yet). We put it at once into its own mixing bridge
+  ``siaga-call-<call_id>``. The caller waits, hears prompts and hold, and
+  talks in that one bridge; later joins (dispatchers, a second taker after a
+  drop) land in the same bridge, and the channel's recording covers the whole
+  call from arrival: what a caller says before anyone answers is evidence too.
 - Each offer to a taker is a channel we originate with id
   ``siaga-offer-<call_id>-<n>`` and args ``offer,<call_id>``. It enters the app
   only when the handset answers; then it joins the caller's bridge.
@@ -147,7 +148,11 @@ def caller_arrived(event: ari.StasisStart, default_queue: str) -> core.CallerArr
     trunk = callerid.clean_text(args[1], 64) if len(args) > 1 else ""
     queue = args[2] if len(args) > 2 and ids.is_safe_id(args[2]) else default_queue
     return core.CallerArrived(
-        call_id=chan.id, caller=caller_identity_of(chan), queue=queue, trunk=trunk
+        call_id=chan.id,
+        caller=caller_identity_of(chan),
+        queue=queue,
+        trunk=trunk,
+        answered=chan.state == "Up",
     )
 
 
@@ -340,7 +345,8 @@ class AriCommandRunner:
     async def run(self, cmd: core.Command) -> None:
         rest = self._rest
         if isinstance(cmd, core.AnswerCaller):
-            await self._answer(cmd.call_id)
+            if not cmd.answered:  # the shipped dialplan answers before Stasis()
+                await self._answer(cmd.call_id)
             await self._ensure_call_bridge(cmd.call_id)
         elif isinstance(cmd, core.PlayPrompt):
             params = {
@@ -382,7 +388,8 @@ class AriCommandRunner:
                 # The core's own timer ends the offer; Asterisk's is a backstop.
                 timeout_s=int(cmd.timeout_s) + 5,
                 caller_id=_dial_caller_id(cmd.caller),
-                variables={},
+                # No variables, so no body: aiohttp then writes the request
+                # at once instead of from a body-writer task a loop turn later.
             )
         elif isinstance(cmd, (core.CancelRing, core.ReleaseHandset)):
             await self._ignoring(rest.hangup(cmd.attempt_id), ari.AriNotFound)

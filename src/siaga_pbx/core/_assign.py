@@ -22,7 +22,7 @@ Rules:
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ._callers import Caller
@@ -40,14 +40,15 @@ class Offer:
 def pick(
     strategy: Strategy,
     candidates: Sequence[Taker],
-    members: Sequence[str],
+    members: Callable[[], Sequence[str]],
     last_rung: str | None,
     rng: random.Random,
 ) -> list[Taker]:
     """Choose whom to ring among ``candidates`` (non-empty, in config order).
 
-    ``members`` is the queue's takers in config order (for rrmemory), and
-    ``last_rung`` the taker the queue rang last.
+    ``members()`` gives the queue's takers in config order (only rrmemory
+    needs it, so it is built only then), and ``last_rung`` is the taker the
+    queue rang last.
     """
     match strategy:
         case Strategy.RINGALL:
@@ -61,9 +62,10 @@ def pick(
         case Strategy.RANDOM:
             return [rng.choice(candidates)]
         case Strategy.RRMEMORY:
-            start = members.index(last_rung) + 1 if last_rung in members else 0
-            rotation = {tid: (i - start) % len(members) for i, tid in enumerate(members)}
-            return [min(candidates, key=lambda t: rotation.get(t.taker_id, len(members)))]
+            order = members()
+            start = order.index(last_rung) + 1 if last_rung in order else 0
+            rotation = {tid: (i - start) % len(order) for i, tid in enumerate(order)}
+            return [min(candidates, key=lambda t: rotation.get(t.taker_id, len(order)))]
 
 
 def assign_offers(
@@ -95,16 +97,26 @@ def assign_offers(
         ringall = queue.strategy is Strategy.RINGALL
         if caller.offers and not ringall:
             continue
-        serving = [t for t in free if t.taker_id not in claimed and caller.queue in t.config.queues]
+        # One pass over the free takers: those serving this queue, and of
+        # them those not yet tried in this round (this runs after every event).
+        serving: list[Taker] = []
+        candidates: list[Taker] = []
+        for t in free:
+            if caller.queue in t.config.queues and t.taker_id not in claimed:
+                serving.append(t)
+                if t.taker_id not in caller.tried:
+                    candidates.append(t)
         if not serving:
             continue
-        candidates = [t for t in serving if t.taker_id not in caller.tried]
         reset = False
         if not candidates:
             if caller.offers:  # ringall, still ringing: the round is not over
                 continue
             candidates, reset = serving, True
-        members = [t.taker_id for t in takers if caller.queue in t.config.queues]
+
+        def members(name: str = caller.queue) -> list[str]:
+            return [t.taker_id for t in takers if name in t.config.queues]
+
         chosen = pick(queue.strategy, candidates, members, memory.get(caller.queue), rng)
         claimed.update(t.taker_id for t in chosen)
         memory[caller.queue] = chosen[-1].taker_id

@@ -27,7 +27,11 @@ class HoldMode(str, Enum):  # noqa: UP042 - contract enum: str mixin kept, other
 
 @dataclass(frozen=True, slots=True)
 class AnswerCaller:
+    """Answer the caller (unless ``answered``: already up) and give the call
+    its bridge."""
+
     call_id: str
+    answered: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -464,7 +464,7 @@ class Distributor:
         detail.update({"repeat": repeat, "trunk": ev.trunk})
         arrived = [] if ev.recovered else [self._call_event(c, CallStage.ARRIVED, now, detail)]
         return [
-            AnswerCaller(c.call_id),
+            AnswerCaller(c.call_id, answered=ev.answered),
             *arrived,
             greeting,
             self._call_event(c, CallStage.QUEUED, now, {"queue": q.name, "priority": c.priority}),
@@ -786,8 +786,11 @@ class Distributor:
     # ---- overflow -------------------------------------------------------------------
 
     def _overflow_unstaffed(self, now: float) -> list[Command]:
-        if not any(q.overflow.when_no_takers for q in self._queues.values()):
+        watched = [q.name for q in self._queues.values() if q.overflow.when_no_takers]
+        if not watched:
             return []  # runs after every event: nothing to do in the usual set-up
+        if all(self._is_staffed(name) for name in watched):
+            return []  # the usual case, found after a taker or two per queue
         staffed = {
             qn
             for t in self._takers.values()
@@ -810,6 +813,12 @@ class Distributor:
                     break
                 cmds += self._overflow(c, "no-takers", now, by_time=False, staffed=staffed)
         return cmds
+
+    def _is_staffed(self, queue: str) -> bool:
+        return any(
+            t.status is not TakerStatus.OFFLINE and not t.removed and queue in t.config.queues
+            for t in self._takers.values()
+        )
 
     def _may_overflow(self, c: Caller, q: QueueConfig, staffed: set[str] | None) -> bool:
         """Loop guard: time moves only to new places; "no takers" also back to

@@ -78,13 +78,16 @@ class CallerArrived:
 
     ``recovered``: not a new arrival but a caller a restarted service found in
     its app, whose arrival an earlier run may or may not have journalled; the
-    incident store records it at most once (no ARRIVED entry from the core)."""
+    incident store records it at most once (no ARRIVED entry from the core).
+    ``answered``: the channel was already up (the dialplan answered it), so
+    answering it again would only cost a request."""
 
     call_id: str
     caller: CallerIdentity
     queue: str
     trunk: str = ""
     recovered: bool = False
+    answered: bool = False
 
     def __post_init__(self) -> None:
         _check_id("call_id", self.call_id)

@@ -117,6 +117,13 @@ async def test_hold_on_a_missing_bridge_rebuilds_it() -> None:
     assert rest.calls.count(f"POST /bridges/{BRIDGE}/play") == 2  # failed, then done
 
 
+async def test_a_caller_the_dialplan_answered_is_not_answered_again() -> None:
+    rest = ScriptedRest({CALL})
+    await runner(rest).run(core.AnswerCaller(CALL, answered=True))
+    assert "answer" not in rest.calls
+    assert rest.bridges == {BRIDGE: [CALL]}
+
+
 async def test_a_whole_bridge_is_not_touched() -> None:
     rest = ScriptedRest({CALL, OFFER})
     await runner(rest).run(core.AnswerCaller(CALL))

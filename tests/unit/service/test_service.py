@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from structlog.testing import capture_logs
 
 from siaga_pbx import ari, core
-from siaga_pbx.adapters.ari import TakerDirectory
+from siaga_pbx.adapters.ari import ARI_COMMANDS, TakerDirectory
 from siaga_pbx.adapters.http import make_app
 from siaga_pbx.adapters.metrics import Metrics
 from siaga_pbx.service import ApiRequest, CallService, incident_id_for
@@ -86,18 +86,37 @@ async def drain(service: CallService) -> None:
 
 
 ARRIVAL = core.CallerArrived("c1", core.CallerIdentity(number="0811"), "main")
+ARI_KINDS = frozenset(ARI_COMMANDS)
 
 
 class TestConsumer:
-    async def test_arrival_runs_the_commands_in_order(self) -> None:
-        """A caller's arrival is answered, greeted and rung, in the core's order."""
+    async def test_arrival_rings_first_then_answers_and_greets_in_order(self) -> None:
+        """A caller's arrival rings the free taker first (its lane starts
+        first), then the call's own lane answers and greets in the core's order."""
         runner, rec = ScriptedRunner(), Recorder()
         service = make_service(runner, rec)
+        commands = core.Distributor(CENTRE).handle(ARRIVAL, 1000.0)
+        core_order = [type(c).__name__ for c in commands if type(c) in ARI_KINDS]
+        assert core_order == ["AnswerCaller", "PlayPrompt", "RingHandset"]  # the core's
         service.submit(ARRIVAL)
         await drain(service)
         kinds = [type(c).__name__ for c in runner.ran]
-        assert kinds[:3] == ["AnswerCaller", "PlayPrompt", "RingHandset"]
+        assert kinds[:3] == ["RingHandset", "AnswerCaller", "PlayPrompt"]
         assert rec.arrived == [("c1", incident_id_for("c1"))]
+
+    async def test_rings_are_split_from_the_rest_of_a_batch(self) -> None:
+        from siaga_pbx.service import _split_rings
+
+        commands: list[core.Command] = [
+            core.AnswerCaller("c1"),
+            core.CancelRing("siaga-offer-c1-1"),
+            core.EndCall("c1"),
+        ]
+        assert _split_rings(commands) == ([], commands)
+        ring = core.RingHandset(
+            "siaga-offer-c1-2", "c1", "taker1", "PJSIP/taker1", 15.0, core.CallerIdentity("0811")
+        )
+        assert _split_rings([commands[0], ring, *commands[1:]]) == ([ring], commands)
 
     async def test_failed_command_comes_back_to_the_core(self) -> None:
         """A ring that fails is fed back as CommandFailed and the taker is blocked."""

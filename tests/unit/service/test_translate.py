@@ -76,6 +76,7 @@ class TestCallers:
                 caller=core.CallerIdentity(number="0811222", name="Budi", pai="+62811222"),
                 queue="main",
                 trunk="trunk",
+                answered=True,
             )
         ]
 
@@ -84,6 +85,13 @@ class TestCallers:
         out = run(event("StasisStart", args=["caller"], channel=channel("1.8")))
         assert isinstance(out[0], core.CallerArrived)
         assert out[0].caller == core.CallerIdentity(number="0811", name="Chan Name")
+
+    def test_a_caller_already_up_is_not_answered_again(self) -> None:
+        """The dialplan answers before Stasis(); a channel still ringing gets our answer."""
+        up = run(event("StasisStart", args=["caller"], channel=channel("1.8", state="Up")))
+        ringing = run(event("StasisStart", args=["caller"], channel=channel("1.9", state="Ring")))
+        assert isinstance(up[0], core.CallerArrived) and up[0].answered
+        assert isinstance(ringing[0], core.CallerArrived) and not ringing[0].answered
 
     def test_caller_queue_argument(self) -> None:
         """A third Stasis argument names the queue."""
