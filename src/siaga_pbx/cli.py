@@ -11,6 +11,7 @@ from pathlib import Path
 
 import aiohttp
 import asyncpg
+import uvloop
 
 from . import __version__, ari, logs
 from .config import ConfigError, Settings, load
@@ -42,6 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     logs.configure(settings.log_level)
     if args.command == "run":
+        if settings.event_loop == "uvloop":
+            return uvloop.run(_run(settings))
         return asyncio.run(_run(settings))
     if args.command == "doctor":
         return asyncio.run(doctor(settings))

@@ -245,6 +245,8 @@ class Runtime:
             "ari_reconnects": self.stream.reconnects if self.stream else 0,
             "outbox_pending": self.relay.pending if self.relay else 0,
             "events_handled": self.service.handled if self.service else 0,
+            # "uvloop" or "asyncio" (setting event_loop)
+            "event_loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
         }
 
     def install_signal_handlers(self) -> None:

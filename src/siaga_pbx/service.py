@@ -310,9 +310,13 @@ class CallService:
         now = self._clock()
         if isinstance(event, core.CallerHungUp):  # also the losses a resync feeds
             self._caller_left(event.call_id)
+        arrival = None  # a new caller, journalled below
         if isinstance(event, core.CallerArrived) and event.call_id not in self._incidents:
-            self._notify("call_arrived", event, now, self.remember_call(event.call_id))
-        incident_id = self._incidents.get(call_id) if call_id else None
+            arrival = event
+        if arrival is not None:
+            incident_id: str | None = incident_id_for(arrival.call_id)
+        else:
+            incident_id = self._incidents.get(call_id) if call_id else None
         with structlog.contextvars.bound_contextvars(call_id=call_id, incident_id=incident_id):
             commands = self.distributor.handle(event, now)
             log.debug(
@@ -328,6 +332,11 @@ class CallService:
                 # before the journal, the metrics and the call's own commands
                 # are dealt with. The core has already settled this event.
                 await asyncio.sleep(0)
+            if arrival is not None:
+                # Journalled before any of the call's published stages. Only
+                # now remembered: if the core had raised, the rescue path
+                # would open the incident itself (it opens only unknown ones).
+                self._notify("call_arrived", arrival, now, self.remember_call(arrival.call_id))
             for cmd in others:
                 await self._execute(cmd)
 

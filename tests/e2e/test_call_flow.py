@@ -45,7 +45,8 @@ class TestFoundationCall:
         e2e_dsn: str,
     ) -> None:
         """Greeted, rung, bridged, recorded with both tones, caller id kept, nothing left over."""
-        service()
+        svc = service()
+        assert svc.health()["event_loop"] == "uvloop"  # the shipped default
         handset = sipp.handset(5071, ring_s=1.0, hangup="wait", timeout_s=60)
         began = time.monotonic()
         caller = sipp.caller(

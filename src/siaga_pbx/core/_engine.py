@@ -113,6 +113,7 @@ TODO: automatic callbacks (ring a free taker for a pending callback, then
 from __future__ import annotations
 
 import random
+from collections import OrderedDict
 from enum import StrEnum
 from typing import Any, Final, assert_never
 
@@ -205,7 +206,8 @@ class Distributor:
         self._timers: dict[str, tuple[_Timer, str]] = {}  # running timer id -> (kind, key)
         self._redirected: dict[str, Caller] = {}
         self._callbacks: dict[str, CallbackEntry] = {}
-        self._last_seen: dict[str, float] = {}  # caller number -> last arrival
+        # caller number -> last arrival, oldest first (see _new_caller)
+        self._last_seen: OrderedDict[str, float] = OrderedDict()
         self._rr_memory: dict[str, str] = {}  # queue -> taker rung last
         self._seq = 0
         self._head_seq = 0
@@ -478,13 +480,19 @@ class Distributor:
         c = Caller(call_id, who, q.name, arrived_at, arrived_at, prio, self._seq, visited={q.name})
         self._callers[call_id] = c
         # Remember the number for repeat detection; forget numbers that no
-        # queue would count as a repeat any more.
+        # queue would count as a repeat any more. The map is kept in order of
+        # last arrival (an update moves a number to the end), so the expired
+        # numbers are at its front: each arrival looks at only those, not at
+        # every number of the last window. (Should time step back, an expired
+        # number may linger behind a newer one; _priority checks the window
+        # itself, so that never makes a repeat.)
         horizon = max(qc.priorities.repeat_window_s for qc in self._queues.values())
-        for n in [n for n, t in self._last_seen.items() if arrived_at - t > horizon]:
-            del self._last_seen[n]
+        seen = self._last_seen
+        while seen and arrived_at - next(iter(seen.values())) > horizon:
+            seen.popitem(last=False)
         if who.best_number:
-            last = self._last_seen.get(who.best_number, arrived_at)
-            self._last_seen[who.best_number] = max(arrived_at, last)
+            seen[who.best_number] = max(arrived_at, seen.get(who.best_number, arrived_at))
+            seen.move_to_end(who.best_number)
         return c
 
     def _priority(self, q: QueueConfig, who: CallerIdentity, now: float) -> tuple[int, bool]:
@@ -537,11 +545,10 @@ class Distributor:
         del self._callers[c.call_id]
         detail: _Detail = {"side": side, "cause": cause, "taker_id": tid}
         detail["talk_s"] = now - (c.answered_at if c.answered_at is not None else now)
-        cmds: list[Command] = [
-            ReleaseHandset(aid),
-            EndCall(c.call_id),
-            self._call_event(c, CallStage.HUNG_UP, now, detail),
-        ]
+        # A handset that hung up is gone already: releasing it would only
+        # cost Asterisk a request for a channel it no longer has.
+        cmds: list[Command] = [] if side == "taker" else [ReleaseHandset(aid)]
+        cmds += [EndCall(c.call_id), self._call_event(c, CallStage.HUNG_UP, now, detail)]
         return cmds + self._cancel_caller_timers(c) + self._taker_left_call(tid, c, now)
 
     def _handed_over(self, call_id: str, now: float) -> list[Command]:

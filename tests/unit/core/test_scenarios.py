@@ -25,6 +25,7 @@ from siaga_pbx.core import (
     PlayPrompt,
     PriorityRules,
     PromptFinished,
+    PublishCallEvent,
     PublishTakerState,
     RedirectCaller,
     ReleaseHandset,
@@ -198,12 +199,12 @@ class TestAnswer:
         ]
 
     def test_taker_plain_hangup_ends_the_call(self) -> None:
-        """A taker's plain BYE (cause 16) ends the call for both sides."""
+        """A taker's plain BYE (cause 16) ends the call for both sides (the
+        handset's channel is gone already: no release for it)."""
         d = Driver()
         d.feed(arrived("c1"))
         d.feed(HandsetAnswered(offer("c1", 1)), 3.0)
         assert d.feed(HandsetHungUp(offer("c1", 1), cause=16), 40.0) == [
-            ReleaseHandset(offer("c1", 1)),
             EndCall("c1"),
             ev("c1", CallStage.HUNG_UP, 40.0, side="taker", cause=16, taker_id="t1", talk_s=37.0),
             PublishTakerState("t1", A, 40.0),
@@ -507,6 +508,32 @@ class TestPriority:
             repeat=False,
             trunk="",
         )
+
+    def test_a_repeat_renews_the_number_and_old_numbers_are_forgotten(self) -> None:
+        """A number's window runs from its latest call; numbers whose window
+        has passed are dropped, so the memory holds one window of callers."""
+        d = Driver(
+            centre(
+                [queue(priorities=PriorityRules(repeat_window_s=300.0))],
+                [taker("t1", logged_in=False)],
+            )
+        )
+
+        def repeat(call_id: str, number: str, at: float) -> object:
+            published = d.feed(arrived(call_id, number=number), at)[1]
+            assert isinstance(published, PublishCallEvent)
+            return published.detail["repeat"]
+
+        d.feed(arrived("c1", number="0811000001"))
+        d.feed(arrived("c2", number="0811000002"), 10.0)
+        assert repeat("c3", "0811000001", 200.0) is True
+        for i in range(50):
+            d.feed(arrived(f"n{i}", number=f"08120000{i:02d}"), 250.0 + i)
+        # 0811000002 (last at 10 s) has passed its window; 0811000001 (200 s) has not.
+        assert repeat("c4", "0811000002", 320.0) is False
+        assert repeat("c5", "0811000001", 480.0) is True
+        assert repeat("c6", "0811000009", 2000.0) is False
+        assert list(d.core._last_seen) == ["0811000009"]  # everything older forgotten
 
     def test_empty_numbers_are_never_repeat_callers(self) -> None:
         """Two calls without a number are not treated as the same repeat caller."""
