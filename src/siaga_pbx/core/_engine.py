@@ -1010,7 +1010,14 @@ class Distributor:
                 return []
             return self._end_offer(key, _I.RING_MISSED, now, cancel_ring=True, failure="no_answer")
         if kind is _Timer.RETRY:
-            return []  # the caller may be offered again: settle does it
+            # The delay is over when its timer fires, even if the clock the
+            # shell read is a hair short of it: an event loop's timer may run
+            # up to a millisecond early, and the caller must not then wait on
+            # for an unrelated event. Settle offers the caller again.
+            c = self._callers.get(key)
+            if c is not None:
+                c.not_before = min(c.not_before, now)
+            return []
         if kind in (_Timer.WRAPUP, _Timer.DEVICE):
             taker = self._takers.get(key)
             if taker is None:  # pragma: no cover - cancelled when forgotten

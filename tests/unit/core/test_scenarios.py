@@ -327,6 +327,14 @@ class TestRingNoAnswer:
         ]
         assert d.feed(TimerFired("siaga-retry-c1"), 17.0) == ring("c1", 2, "t2", 17.0)
 
+    def test_a_retry_timer_that_fires_a_hair_early_still_rings(self) -> None:
+        """uvloop's timers run on a millisecond clock: the retry fires at 16.9995
+        by the shell's clock, and the next taker rings all the same."""
+        d = Driver(centre([queue(retry_delay_s=2.0)]))
+        d.feed(arrived("c1"))
+        d.feed(TimerFired(ring_timer("c1", 1)), 15.0)
+        assert d.feed(TimerFired("siaga-retry-c1"), 16.9995) == ring("c1", 2, "t2", 16.9995)
+
     def test_auto_pause_after_max_consecutive_misses(self) -> None:
         """A taker who misses max_misses rings in a row is paused as missed-calls."""
         d = Driver(centre([queue(max_misses=2, retry_delay_s=0.0)], [taker("t1")]))
