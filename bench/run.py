@@ -58,6 +58,12 @@ def _parser() -> argparse.ArgumentParser:
         "--keep-asterisk", action="store_true", help="leave the bench Asterisk running at the end"
     )
     p.add_argument("--service-log-level", default="INFO")
+    p.add_argument(
+        "--service-event-loop",
+        choices=("uvloop", "asyncio"),
+        default="uvloop",
+        help="the service's event loop (setting event_loop; default: the shipped uvloop)",
+    )
     p.add_argument("--settle-s", type=float, default=2.0, help="pause between runs")
     p.add_argument(
         "--profile",
@@ -122,6 +128,10 @@ class Bench:
                 wd / "service",
                 self.ast.recording_dir,
                 log_level=self.args.service_log_level,
+                # py-spy samples Python frames; uvloop's loop is C code, where
+                # idle waiting and I/O look alike. The profiled run therefore
+                # uses the asyncio loop, so the time lands on Python functions.
+                event_loop="asyncio" if pyspy else self.args.service_event_loop,
             )
             service.start(len(self.handsets))
             self.service = service
@@ -276,6 +286,7 @@ class Bench:
                 "ring_timeout_s": self.profile.ring_timeout_s,
                 "retry_s": self.profile.retry_s,
                 "service_log_level": self.args.service_log_level,
+                "service_event_loop": self.args.service_event_loop,
                 "work_dir": str(self.work),
             },
             "runs": runs,

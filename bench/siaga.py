@@ -86,6 +86,7 @@ class Service:
         recording_dir: Path,
         *,
         log_level: str = "INFO",
+        event_loop: str = "uvloop",
     ) -> None:
         self.workdir = workdir
         self.port = _free_port()
@@ -96,6 +97,7 @@ class Service:
             {
                 "SIAGA_PROFILE": "lab",
                 "SIAGA_LOG_LEVEL": log_level,
+                "SIAGA_EVENT_LOOP": event_loop,
                 "SIAGA_ARI__URL": profile.ari_url,
                 "SIAGA_ARI__USERNAME": profile.ari_user,
                 "SIAGA_ARI__PASSWORD": profile.ari_password,

@@ -209,9 +209,9 @@ class Settings(BaseSettings):
 
     profile: Literal["lab", "production"] = "lab"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    # The service's event loop. uvloop (libuv) turns an ARI event into the
-    # handset's ring request in about a quarter less time and CPU than the
-    # standard loop (docs/PERFORMANCE.md); "asyncio" is there to compare.
+    # The service's event loop. On uvloop (libuv) the service spent about a
+    # tenth less CPU per call in the benchmark than on the standard loop
+    # (docs/PERFORMANCE.md); "asyncio" is there to compare.
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     ari: AriSettings = Field(default_factory=AriSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
