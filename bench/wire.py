@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import argparse
 import re
-import statistics
 import struct
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from .stats import percentile
 
 _LINK_ETHERNET = 1
 _LINK_LINUX_SLL = 113
@@ -195,10 +196,6 @@ def breakdown(calls: list[Call]) -> dict[str, dict[str, list[float]]]:
     return out
 
 
-def _pct(values: list[float], q: float) -> float:
-    return values[min(len(values) - 1, int(len(values) * q))]
-
-
 def render(result: dict[str, dict[str, list[float]]]) -> str:
     lines = [
         "| path | stage | calls | p50 (ms) | p90 (ms) | p99 (ms) |",
@@ -209,8 +206,9 @@ def render(result: dict[str, dict[str, list[float]]]) -> str:
         for name, values in stages.items():
             if values:
                 lines.append(
-                    f"| {label} | {name} | {len(values)} | {statistics.median(values):.2f} | "
-                    f"{_pct(values, 0.9):.2f} | {_pct(values, 0.99):.2f} |"
+                    f"| {label} | {name} | {len(values)} | "
+                    + " | ".join(f"{percentile(values, q):.2f}" for q in (50, 90, 99))
+                    + " |"
                 )
     return "\n".join(lines)
 

@@ -313,8 +313,7 @@ class CallService:
         arrival = None  # a new caller, journalled below
         if isinstance(event, core.CallerArrived) and event.call_id not in self._incidents:
             arrival = event
-        if arrival is not None:
-            incident_id: str | None = incident_id_for(arrival.call_id)
+            incident_id: str | None = incident_id_for(event.call_id)
         else:
             incident_id = self._incidents.get(call_id) if call_id else None
         with structlog.contextvars.bound_contextvars(call_id=call_id, incident_id=incident_id):
@@ -332,11 +331,12 @@ class CallService:
                 # before the journal, the metrics and the call's own commands
                 # are dealt with. The core has already settled this event.
                 await asyncio.sleep(0)
-            if arrival is not None:
+            if arrival is not None and incident_id is not None:
                 # Journalled before any of the call's published stages. Only
                 # now remembered: if the core had raised, the rescue path
                 # would open the incident itself (it opens only unknown ones).
-                self._notify("call_arrived", arrival, now, self.remember_call(arrival.call_id))
+                self._remember(arrival.call_id, incident_id)
+                self._notify("call_arrived", arrival, now, incident_id)
             for cmd in others:
                 await self._execute(cmd)
 

@@ -31,6 +31,17 @@ def _pcap(path: Path, packets: list[tuple[float, bool, int, int, bytes]]) -> Non
     path.write_bytes(b"".join(out))
 
 
+def _wire(capture: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bench.wire", str(capture)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def _invite(number: str, call_id: str) -> bytes:
     return (
         f"INVITE sip:112@127.0.0.1 SIP/2.0\r\nFrom: <sip:{number}@127.0.0.3>;tag=1\r\n"
@@ -65,14 +76,7 @@ def test_stages_are_the_gaps_between_the_matched_packets(tmp_path: Path) -> None
             (20.007, True, SIP, 6002, _invite("0892001", "h-2")),
         ],
     )
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.wire", str(capture)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    proc = _wire(capture)
     assert proc.returncode == 0, proc.stderr
     rows = {
         tuple(cell.strip() for cell in line.strip("|").split("|")[:2]): line.split("|")[4].strip()
@@ -93,13 +97,6 @@ def test_stages_are_the_gaps_between_the_matched_packets(tmp_path: Path) -> None
 def test_a_capture_without_calls_is_an_error(tmp_path: Path) -> None:
     capture = tmp_path / "empty.pcap"
     _pcap(capture, [])
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.wire", str(capture)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    proc = _wire(capture)
     assert proc.returncode == 1
     assert "no complete call" in proc.stderr

@@ -185,6 +185,11 @@ class _Timer(StrEnum):
     DEVICE = "device"  # key: taker id
 
 
+def _on_duty(t: Taker) -> bool:
+    """Logged in and configured: the taker staffs their queues (even if busy)."""
+    return t.status is not TakerStatus.OFFLINE and not t.removed
+
+
 def _timer_id(kind: _Timer, key: str) -> str:
     return fit(f"siaga-{kind.value}-{key}")
 
@@ -798,14 +803,7 @@ class Distributor:
             return []  # runs after every event: nothing to do in the usual set-up
         if all(self._is_staffed(name) for name in watched):
             return []  # the usual case, found after a taker or two per queue
-        staffed = {
-            qn
-            for t in self._takers.values()
-            if t.status is not TakerStatus.OFFLINE and not t.removed
-            for qn in t.config.queues
-        }
-        if all(q in staffed or not self._queues[q].overflow.when_no_takers for q in self._queues):
-            return []
+        staffed = {qn for t in self._takers.values() if _on_duty(t) for qn in t.config.queues}
         cmds: list[Command] = []
         for c in list(self._callers.values()):
             for _ in range(len(self._queues) + 1):  # at most one move per queue
@@ -822,10 +820,7 @@ class Distributor:
         return cmds
 
     def _is_staffed(self, queue: str) -> bool:
-        return any(
-            t.status is not TakerStatus.OFFLINE and not t.removed and queue in t.config.queues
-            for t in self._takers.values()
-        )
+        return any(_on_duty(t) and queue in t.config.queues for t in self._takers.values())
 
     def _may_overflow(self, c: Caller, q: QueueConfig, staffed: set[str] | None) -> bool:
         """Loop guard: time moves only to new places; "no takers" also back to
