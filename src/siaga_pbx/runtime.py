@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -27,21 +28,15 @@ import structlog
 from aiohttp import web
 
 from . import ari, conference, core
-from .adapters.ari import AriCommandRunner, TakerDirectory
-from .adapters.conference import (
-    AgencyWatcher,
-    ConferenceDesk,
-    ConferenceRunner,
-    add_conference_routes,
-)
+from .adapters.conference import AgencyWatcher, add_conference_routes
 from .adapters.fallback import FallbackSweeper
 from .adapters.http import make_app
 from .adapters.incidents import IncidentJournal
 from .adapters.metrics import Metrics
+from .adapters.telephony import AriTelephony
 from .config import Settings
 from .incidents import IncidentRecorder, IncidentStore, Outbox, OutboxRelay, add_incident_routes
-from .recovery import resynchronise
-from .service import CallService, ConferenceRequest, Resync, incident_id_for
+from .service import CallService, Resync, incident_id_for, resynchronise
 
 log = structlog.get_logger(__name__)
 
@@ -86,16 +81,10 @@ class Runtime:
                 on_recording_missing=metrics.recording_failures.inc,
             )
             self.relay = OutboxRelay(outbox, s.database_dsn, repeat_window_s=s.repeat_window_s)
-            desk = ConferenceDesk(
-                conference.Conferences(s.agency_directory()),
-                ConferenceRunner(rest, s.ari.app, s.prompts.language),
-            )
             service = CallService(
-                conference=desk,
                 distributor=core.Distributor(centre),
-                runner=AriCommandRunner(rest, s.ari.app, s.prompts),
-                takers=TakerDirectory.from_config(centre),
-                default_queue=centre.default_queue,
+                conferences=conference.Conferences(s.agency_directory()),
+                telephony=AriTelephony(rest, s.ari.app, s.prompts),
                 observers=[self.journal, metrics],
                 on_command_failed=metrics.command_failed,
                 resync=lambda svc: resynchronise(svc, rest, s.ari.app),
@@ -124,15 +113,15 @@ class Runtime:
                 },
             )
             app = make_app(
-                service=service,
+                distributor=service.distributor,
+                submit=service.submit,
                 metrics_=metrics,
                 tokens=s.http.tokens,
-                centre=centre,
                 health=self.health,
             )
             store = IncidentStore(s.database_dsn)
             add_incident_routes(app, store, s.http.tokens)
-            add_conference_routes(app, desk, service)
+            add_conference_routes(app, service.conferences, service.submit)
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
             site = web.TCPSite(runner, s.http.host, s.http.port)
@@ -155,7 +144,7 @@ class Runtime:
             if s.agencies_from_database:  # until it answers, the settings' directory serves
                 watcher = AgencyWatcher(
                     s.database_dsn,
-                    lambda d: service.submit(ConferenceRequest(conference.DirectoryChanged(d))),
+                    lambda d: service.submit(conference.DirectoryChanged(d)),
                 )
                 tasks.add(asyncio.create_task(watcher.run(), name="agency-directory"))
             stop = asyncio.create_task(self.stopping.wait(), name="stop")
@@ -225,17 +214,39 @@ class Runtime:
                 await asyncio.wait_for(self.journal.flush(), timeout=5.0)
 
     async def _shutdown(self, service: CallService) -> None:
-        """Stop taking calls; leave bridged calls to Asterisk; flush the journal."""
-        if self.stream is not None:
-            await self.stream.close()
-        # Let the consumer finish what is already queued, briefly.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(service.idle(), timeout=2.0)
-        await service.hand_back_waiting_callers()
-        service.journal_pending_recordings()
-        if self.journal is not None:
+        """Stop taking calls; leave bridged calls to Asterisk; flush the journal.
+
+        Every step runs, whatever the one before it raised: a failed hand-back
+        must not leave the journal unflushed (``shutdown_steps``)."""
+        stream, journal = self.stream, self.journal
+
+        async def close_stream() -> None:
+            if stream is not None:
+                await stream.close()
+
+        async def settle() -> None:  # let the consumer finish what is queued, briefly
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.journal.flush(), timeout=5.0)
+                await asyncio.wait_for(service.idle(), timeout=2.0)
+
+        async def hand_back() -> None:
+            await service.hand_back_waiting_callers()
+
+        async def journal_recordings() -> None:
+            service.journal_pending_recordings()
+
+        async def flush() -> None:
+            if journal is not None:
+                await asyncio.wait_for(journal.flush(), timeout=5.0)
+
+        await shutdown_steps(
+            [
+                ("close_stream", close_stream),
+                ("settle", settle),
+                ("hand_back", hand_back),
+                ("journal_recordings", journal_recordings),
+                ("flush_journal", flush),
+            ]
+        )
 
     def health(self) -> dict[str, Any]:
         connected = bool(self.stream and self.stream.connected)
@@ -253,6 +264,19 @@ class Runtime:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
+
+
+async def shutdown_steps(steps: list[tuple[str, Callable[[], Awaitable[None]]]]) -> list[str]:
+    """Run every step in order; a step that raises is logged and the next one
+    still runs. Returns the names of the steps that failed."""
+    failed: list[str] = []
+    for name, step in steps:
+        try:
+            await step()
+        except Exception as exc:  # noqa: BLE001 - the remaining steps must run
+            failed.append(name)
+            log.error("shutdown.step_failed", step=name, error=repr(exc)[:300])  # noqa: TRY400
+    return failed
 
 
 def _replaced(task: asyncio.Task[Any]) -> bool:

@@ -1,265 +1,32 @@
-"""The I/O shell of the conference core (``siaga_pbx.conference``).
+"""The conference core's adapters: the agency directory and the HTTP API.
 
-- ``ConferenceDesk`` sits beside the distribution core in the one consumer
-  task (``CallService``): it takes its own items from the inbox (API
-  requests, its timers), sees every ARI event through
-  ``adapters.ari.translate_conference``, hears which calls the distribution
-  core connected or ended, and runs the conference core's commands.
-- ``ConferenceRunner`` carries out those commands with ARI REST calls, in
-  the idempotent style of ``AriCommandRunner`` (404 on a hangup, 409 on a
-  create: already done).
 - ``AgencyWatcher`` keeps the agency directory fresh from PostgreSQL
   (migration 0004): loads it at start-up and on every NOTIFY, keeps the last
   good copy, and never lets a call wait for the database (the settings' copy
   serves until the database answers).
-- ``add_conference_routes``: the HTTP API.
+- ``add_conference_routes``: the HTTP API. Like ``adapters.http`` it never
+  imports the service: it reads the conference core (is the call live, is
+  the request possible now: ``Conferences.check``) and hands requests to the
+  consumer's inbox through ``submit``. The commands themselves run in the
+  call's lane (``adapters.telephony``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Literal
 
 import asyncpg
 import structlog
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .. import ari, conference, core, ids
-from ..service import CallService, ConferenceRequest, Item
-from .ari import caller_identity_of, translate_conference
-from .http import error, read_json, require, validation_error
+from .. import conference, core
+from .http import SUBMIT, Submit, error, read_json, require, validation_error
 
 log = structlog.get_logger(__name__)
-
-_MEDIA: Mapping[conference.Tone, list[str]] = {
-    conference.Tone.JOINED: ["sound:siaga/joined"],
-    conference.Tone.LEFT: ["sound:siaga/left"],
-    conference.Tone.FAILED: ["sound:siaga/left", "sound:siaga/left", "sound:siaga/left"],
-}
-_SHELL_COMMANDS = (core.StartTimer, core.CancelTimer, core.PublishCallEvent)
-
-
-class ConferenceRunner:
-    """Carries out conference commands that touch Asterisk. Raises on failure."""
-
-    def __init__(self, rest: ari.AriRest, app: str, language: str = "id") -> None:
-        self.rest = rest
-        self._app = app
-        self._language = language
-
-    async def _ignoring(self, coro: Any, *errors: type[Exception]) -> None:
-        with contextlib.suppress(*errors):
-            await coro
-
-    async def _keep_role(self, leg_id: str, role: str) -> None:
-        """Write the party's role on its leg, for adoption after a restart.
-        Before the join, so a leg in the bridge always says how it joined."""
-        if role:
-            await self.rest.set_variable(leg_id, "SIAGA_ROLE", role)
-
-    async def run(self, cmd: conference.ConferenceCommand) -> None:
-        rest = self.rest
-        if isinstance(cmd, conference.RingParty):
-            await rest.originate(
-                cmd.endpoint,
-                channel_id=cmd.leg_id,
-                app=self._app,
-                app_args=["party", cmd.call_id],
-                timeout_s=int(cmd.timeout_s) + 5,  # the core's timer ends the ring first
-                caller_id=f'"{cmd.label}" <112>',
-                variables={"SIAGA_PARTY": cmd.tag} if cmd.tag else {},
-            )
-        elif isinstance(cmd, conference.CancelParty):
-            await self._ignoring(rest.hangup(cmd.leg_id), ari.AriNotFound)
-        elif isinstance(cmd, conference.BridgeParty):
-            await self._keep_role(cmd.leg_id, cmd.role)
-            if cmd.muted:  # before joining: not one word of a listener reaches the call
-                await rest.mute(cmd.leg_id, "in")
-            await rest.add_channel(ids.bridge_id(cmd.call_id), [cmd.leg_id])
-        elif isinstance(cmd, conference.SetMuted):
-            await self._keep_role(cmd.leg_id, cmd.role)
-            if cmd.muted:
-                await rest.mute(cmd.leg_id, "in")
-            else:
-                await rest.unmute(cmd.leg_id, "in")
-        elif isinstance(cmd, conference.SnoopParty):
-            await self._keep_role(cmd.leg_id, cmd.role)
-            await self._ignoring(
-                rest.create_bridge(cmd.snoop_id, type="mixing", name=cmd.snoop_id),
-                ari.AriConflict,
-            )
-            await rest.add_channel(cmd.snoop_id, [cmd.leg_id])
-            await rest.snoop(
-                cmd.target,
-                cmd.snoop_id,
-                self._app,
-                spy=cmd.spy.value,
-                whisper=cmd.whisper.value,
-            )
-        elif isinstance(cmd, conference.BridgeSnoop):
-            await rest.add_channel(cmd.snoop_id, [cmd.snoop_id])
-        elif isinstance(cmd, conference.DropSnoop):
-            await self._ignoring(rest.hangup(cmd.snoop_id), ari.AriNotFound)
-            await self._ignoring(rest.destroy_bridge(cmd.snoop_id), ari.AriNotFound)
-        elif isinstance(cmd, conference.PlayTone):
-            media = _MEDIA[cmd.tone]
-            if cmd.channel_id:
-                await self._ignoring(
-                    rest.play(cmd.channel_id, media, cmd.playback_id, lang=self._language),
-                    ari.AriNotFound,
-                )
-            else:
-                await rest.request(
-                    "POST",
-                    f"/bridges/{ids.bridge_id(cmd.call_id)}/play",
-                    params={
-                        "media": ",".join(media),
-                        "playbackId": cmd.playback_id,
-                        "lang": self._language,
-                    },
-                )
-        elif isinstance(cmd, conference.EndConference):
-            await self._ignoring(rest.hangup(cmd.call_id), ari.AriNotFound)
-            await self._ignoring(rest.destroy_bridge(ids.bridge_id(cmd.call_id)), ari.AriNotFound)
-        elif isinstance(cmd, (conference.HandOverCall, conference.ReturnCall)):
-            raise TypeError(f"{type(cmd).__name__} is run by the desk, not over ARI")
-        else:  # pragma: no cover - exhaustive
-            raise TypeError(f"not a conference command: {type(cmd).__name__}")
-
-
-class ConferenceDesk:
-    """The conference core plus its runner, driven from the service's consumer."""
-
-    def __init__(
-        self,
-        conferences: conference.Conferences,
-        runner: ConferenceRunner,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.core = conferences
-        self._runner = runner
-        self._clock = clock
-
-    # ---- hooks the service calls (one consumer task: no locks) -------------
-
-    async def intercept(self, item: Item, service: CallService) -> bool:
-        """Take our own items; watch ARI events. True: the item was ours only."""
-        if isinstance(item, ConferenceRequest):
-            await self.feed(item.event, service)
-            return True
-        if isinstance(item, core.TimerFired) and item.timer_id.startswith(conference.TIMER_PREFIX):
-            await self.feed(item, service)
-            return True
-        if isinstance(item, BaseModel):  # an ARI event: the distribution core sees it too
-            for ev in translate_conference(item):
-                await self.feed(ev, service)
-        return False
-
-    async def after_command(self, cmd: core.Command, service: CallService) -> None:
-        """The distribution core connected or ended a call (its command ran)."""
-        if isinstance(cmd, core.ConnectCall):
-            await self.feed(
-                conference.CallConnected(cmd.call_id, cmd.attempt_id, cmd.taker_id), service
-            )
-        elif isinstance(cmd, (core.EndCall, core.RedirectCaller)):
-            await self.feed(conference.CallEnded(cmd.call_id), service)
-
-    # ---- running the core ----------------------------------------------------
-
-    async def adopt(
-        self,
-        service: CallService,
-        call_id: str,
-        *,
-        taker_channel: str | None,
-        taker_id: str,
-        parties: list[conference.AdoptedParty],
-        offers_made: int,
-    ) -> None:
-        """Recovery: rebuild one call's conference (``Conferences.adopt``)."""
-        with structlog.contextvars.bound_contextvars(
-            call_id=call_id, incident_id=service.incident_of(call_id)
-        ):
-            commands = self.core.adopt(
-                call_id,
-                taker_channel=taker_channel,
-                taker_id=taker_id,
-                parties=parties,
-                now=self._clock(),
-                offers_made=offers_made,
-            )
-            log.info(
-                "recovery.adopted_conference",
-                handed_over=taker_channel is None,
-                parties=[f"{p.who}:{p.role}" for p in parties],
-            )
-            for cmd in commands:
-                await self._execute(cmd, service)
-
-    async def feed(self, event: conference.Event | core.TimerFired, service: CallService) -> None:
-        call_id = getattr(event, "call_id", None)
-        with structlog.contextvars.bound_contextvars(
-            call_id=call_id, incident_id=service.incident_of(call_id) if call_id else None
-        ):
-            commands = self.core.handle(event, self._clock())
-            log.debug(
-                "conference.handled",
-                conference_event=type(event).__name__,
-                commands=[type(c).__name__ for c in commands],
-            )
-            for cmd in commands:
-                await self._execute(cmd, service)
-
-    async def _execute(self, cmd: conference.Command, service: CallService) -> None:
-        if isinstance(cmd, _SHELL_COMMANDS):
-            await service.run_commands([cmd])
-        elif isinstance(cmd, conference.HandOverCall):
-            await service.feed(core.TakerHandedOver(cmd.call_id))
-        elif isinstance(cmd, conference.ReturnCall):
-            await self._return_call(cmd, service)
-        else:
-            try:
-                await self._runner.run(cmd)
-            except Exception as exc:  # noqa: BLE001 - every failure goes back to the core
-                log.warning(
-                    "conference.command_failed", command=type(cmd).__name__, error=str(exc)[:300]
-                )
-                failed = conference.PartyCommandFailed(cmd, str(exc)[:300])
-                service.submit(ConferenceRequest(failed))
-
-    async def _return_call(self, cmd: conference.ReturnCall, service: CallService) -> None:
-        """Queue a handed-over caller again: nobody talks with them any more."""
-        try:
-            chan = await self._runner.rest.get_channel(cmd.call_id)
-        except ari.AriNotFound:
-            # The caller hung up at the same moment: nobody will take this call
-            # back, so its end is still ours (the StasisEnd only tidies legs).
-            await self._runner.run(conference.EndConference(cmd.call_id))
-            detail: dict[str, str | int | float | bool] = {"side": "caller", "handed_over": True}
-            stage = core.CallStage.HUNG_UP
-            await service.run_commands(
-                [core.PublishCallEvent(cmd.call_id, stage, self._clock(), detail)]
-            )
-            return
-        except Exception as exc:  # noqa: BLE001 - queue them anyway, with what we know
-            log.warning("conference.return_lookup_failed", error=str(exc)[:300])
-            chan = None
-        who = caller_identity_of(chan) if chan is not None else core.CallerIdentity()
-        arrived = chan.creationtime.timestamp() if chan and chan.creationtime else self._clock()
-        log.warning("conference.caller_returned_to_queue", offers_made=cmd.offers_made)
-        await service.run_commands(
-            service.distributor.readmit_caller(
-                cmd.call_id,
-                caller=who,
-                arrived_at=arrived,
-                now=self._clock(),
-                offers_made=cmd.offers_made,
-            )
-        )
 
 
 # ---- the agency directory ------------------------------------------------------
@@ -367,8 +134,7 @@ class AgencyWatcher:
 
 # ---- HTTP API --------------------------------------------------------------------
 
-DESK: web.AppKey[ConferenceDesk] = web.AppKey("conference_desk", ConferenceDesk)
-_SERVICE: web.AppKey[CallService] = web.AppKey("conference_service", CallService)
+CONFERENCES: web.AppKey[conference.Conferences] = web.AppKey("conferences", conference.Conferences)
 
 
 class AddDispatcherBody(BaseModel):
@@ -391,18 +157,18 @@ class SuperviseBody(BaseModel):
 
 def _submit(request: web.Request, event: conference.Event) -> web.Response | None:
     """Check the request against the core's state now (4xx), then queue it."""
-    desk = request.app[DESK]
+    confs = request.app[CONFERENCES]
     call_id = request.match_info["call_id"]
-    if not desk.core.is_live(call_id):
+    if not confs.is_live(call_id):
         return error(404, f"call {call_id!r} is not live with a call taker")
     agency = getattr(event, "agency", None)
-    if agency is not None and desk.core.directory.get(agency) is None:
+    if agency is not None and confs.directory.get(agency) is None:
         return error(404, f"no agency {agency!r}")
     try:
-        desk.core.check(event)
+        confs.check(event)
     except core.RemoteProtocolError as exc:
         return error(409, str(exc))
-    request.app[_SERVICE].submit(ConferenceRequest(event))
+    request.app[SUBMIT](event)
     return None
 
 
@@ -443,7 +209,7 @@ async def get_agencies(request: web.Request) -> web.StreamResponse:
                     "role": a.role.value,
                     "mass_incident": a.mass_incident,
                 }
-                for a in request.app[DESK].core.directory.agencies
+                for a in request.app[CONFERENCES].directory.agencies
             ]
         }
     )
@@ -452,7 +218,7 @@ async def get_agencies(request: web.Request) -> web.StreamResponse:
 @require("admin", "supervisor", "taker", "ops")
 async def get_conference(request: web.Request) -> web.StreamResponse:
     call_id = request.match_info["call_id"]
-    snap = request.app[DESK].core.snapshot(call_id)
+    snap = request.app[CONFERENCES].snapshot(call_id)
     if snap is None:
         return error(404, f"call {call_id!r} is not live with a call taker")
     return web.json_response(snap)
@@ -517,10 +283,12 @@ async def end_supervision(request: web.Request) -> web.StreamResponse:
     return await _accepted(request, lambda: conference.EndSupervision(call_id, sup))
 
 
-def add_conference_routes(app: web.Application, desk: ConferenceDesk, service: CallService) -> None:
+def add_conference_routes(
+    app: web.Application, conferences: conference.Conferences, submit: Submit
+) -> None:
     """Routes of the conference API (tokens and roles as in ``adapters.http``)."""
-    app[DESK] = desk
-    app[_SERVICE] = service
+    app[CONFERENCES] = conferences
+    app[SUBMIT] = submit
     r = app.router
     r.add_get("/api/agencies", get_agencies)
     r.add_get("/api/calls/{call_id}/conference", get_conference)

@@ -1,10 +1,14 @@
 """The service's own HTTP API: health, metrics, live state, taker and queue control.
 
-Every request to /api needs a bearer token; the token's role decides what it
-may do. Input is validated with pydantic; bad input gets a 4xx with a message
-per field, never a 500. Changes go to the consumer's inbox as core events, so
-the API never touches the core's state directly (reading a snapshot is fine:
-it runs on the same event loop, between two consumer steps).
+Every request to /api needs a bearer token (``siaga_pbx.auth``, the one auth
+path); the token's role decides what it may do. Input is validated with
+pydantic; bad input gets a 4xx with a message per field, never a 500.
+
+This adapter never imports the service. It reads the distribution core
+(snapshots, the configuration in force, and ``check`` to refuse a request
+the core would refuse, with the core's own message) and hands changes to
+the consumer's inbox through ``submit``, so the API never changes the core's
+state itself. Reading runs on the same event loop, between two consumer steps.
 """
 
 from __future__ import annotations
@@ -18,17 +22,16 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .. import core
+from .. import auth, conference, core
 from ..config import QueueSettings
-from ..service import ApiRequest, CallService
 from .metrics import Metrics
 
 Role = Literal["admin", "supervisor", "taker", "ops"]
-SERVICE: web.AppKey[CallService] = web.AppKey("service", CallService)
+Submit = Callable[[core.Event | conference.Event], None]
+DISTRIBUTOR: web.AppKey[core.Distributor] = web.AppKey("distributor", core.Distributor)
+SUBMIT: web.AppKey[Submit] = web.AppKey("submit", object)  # type: ignore[arg-type]
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
-TOKENS: web.AppKey[Mapping[str, str]] = web.AppKey("tokens", Mapping)
 HEALTH: web.AppKey[Callable[[], dict[str, Any]]] = web.AppKey("health", object)  # type: ignore[arg-type]
-CENTRE: web.AppKey[dict[str, core.CentreConfig]] = web.AppKey("centre", dict)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -45,13 +48,12 @@ def require(*roles: Role) -> Callable[[Handler], Handler]:
 
     def wrap(handler: Handler) -> Handler:
         async def checked(request: web.Request) -> web.StreamResponse:
-            auth = request.headers.get("Authorization", "")
-            token = auth[7:] if auth.startswith("Bearer ") else ""
-            role = request.app[TOKENS].get(token) if token else None
-            if role is None:
-                return error(401, "missing or unknown bearer token")
-            if role not in roles:
-                return error(403, f"role {role!r} may not do this")
+            try:
+                auth.authorize(request, roles)
+            except auth.AuthError as exc:
+                response = error(exc.status, exc.message)
+                response.headers.update(exc.headers)
+                return response
             return await handler(request)
 
         return checked
@@ -95,14 +97,14 @@ async def metrics(request: web.Request) -> web.Response:
 
 @require("admin", "supervisor", "taker", "ops")
 async def state(request: web.Request) -> web.StreamResponse:
-    return web.json_response(request.app[SERVICE].distributor.snapshot(time.time()))
+    return web.json_response(request.app[DISTRIBUTOR].snapshot(time.time()))
 
 
 @require("admin", "supervisor", "taker")
 async def taker_action(request: web.Request) -> web.StreamResponse:
-    service = request.app[SERVICE]
+    distributor = request.app[DISTRIBUTOR]
     taker_id = request.match_info["taker_id"]
-    known = {t.taker_id for t in request.app[CENTRE]["current"].takers}
+    known = {t.taker_id for t in distributor.config.takers}
     if taker_id not in known:
         return error(404, f"no call taker {taker_id!r}")
     action = request.match_info["action"]
@@ -122,13 +124,17 @@ async def taker_action(request: web.Request) -> web.StreamResponse:
         event = core.TakerPaused(taker_id, reason=body.reason)
     else:
         return error(404, f"unknown action {action!r}")
-    service.submit(ApiRequest(event))
+    try:
+        distributor.check(event)  # refused now, with the core's reason, not after a 202
+    except core.RemoteProtocolError as exc:
+        return error(409, str(exc))
+    request.app[SUBMIT](event)
     return web.json_response({"accepted": action, "taker_id": taker_id}, status=202)
 
 
 @require("admin", "supervisor", "ops")
 async def get_queues(request: web.Request) -> web.StreamResponse:
-    centre = request.app[CENTRE]["current"]
+    centre = request.app[DISTRIBUTOR].config
     return web.json_response({"queues": [_queue_json(q) for q in centre.queues]})
 
 
@@ -137,7 +143,7 @@ async def put_queues(request: web.Request) -> web.StreamResponse:
     raw = await read_json(request)
     try:
         body = QueuesBody.model_validate(raw)
-        current = request.app[CENTRE]["current"]
+        current = request.app[DISTRIBUTOR].config
         centre = core.CentreConfig(
             queues=tuple(q.to_core() for q in body.queues),
             takers=current.takers,
@@ -147,8 +153,7 @@ async def put_queues(request: web.Request) -> web.StreamResponse:
         return validation_error(exc)
     except ValueError as exc:
         return error(422, f"invalid configuration: {exc}")
-    request.app[CENTRE]["current"] = centre
-    request.app[SERVICE].submit(ApiRequest(core.ConfigChanged(centre)))
+    request.app[SUBMIT](core.ConfigChanged(centre))
     return web.json_response({"queues": [_queue_json(q) for q in centre.queues]}, status=202)
 
 
@@ -176,18 +181,18 @@ def _queue_json(q: core.QueueConfig) -> dict[str, Any]:
 
 def make_app(
     *,
-    service: CallService,
+    distributor: core.Distributor,
+    submit: Submit,
     metrics_: Metrics,
     tokens: Mapping[str, str],
-    centre: core.CentreConfig,
     health: Callable[[], dict[str, Any]],
 ) -> web.Application:
     app = web.Application(client_max_size=256 * 1024)
-    app[SERVICE] = service
+    auth.install(app, tokens)
+    app[DISTRIBUTOR] = distributor
+    app[SUBMIT] = submit
     app[METRICS] = metrics_
-    app[TOKENS] = tokens
     app[HEALTH] = health
-    app[CENTRE] = {"current": centre}
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/state", state)

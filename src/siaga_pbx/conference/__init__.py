@@ -26,11 +26,7 @@ from ._config import ENDPOINT, Agency, AgencyDirectory, RingStrategy, Role, Supe
 from ._engine import (
     KEY_TIMEOUT_S,
     SUPERVISOR_RING_S,
-    TIMER_PREFIX,
     Conferences,
-    failure_of,
-    leg_id_for,
-    snoop_id_for,
 )
 from ._events import (
     AddAgency,
@@ -60,7 +56,6 @@ __all__ = [
     "ENDPOINT",
     "KEY_TIMEOUT_S",
     "SUPERVISOR_RING_S",
-    "TIMER_PREFIX",
     "AddAgency",
     "AddMassIncident",
     "AdoptedParty",
@@ -102,7 +97,4 @@ __all__ = [
     "SuperviseMode",
     "TakerLeft",
     "Tone",
-    "failure_of",
-    "leg_id_for",
-    "snoop_id_for",
 ]

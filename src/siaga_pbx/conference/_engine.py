@@ -10,7 +10,7 @@ I/O, no clock; timers are the distribution core's ``StartTimer`` /
 timeline entries are its ``PublishCallEvent``.
 
 The call. A caller waits and talks in one mixing bridge, recorded from arrival
-(see ``siaga_pbx.adapters.ari``). A *conference* exists from the moment a
+(see ``siaga_pbx.service._translate``). A *conference* exists from the moment a
 taker's handset joins that bridge (``CallConnected``) until the caller leaves
 (``CallerLeft``) or the distribution core tears the call down (``CallEnded``).
 Nothing here ever stops the recording or destroys the bridge while the caller
@@ -80,6 +80,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, assert_never
 
+from .. import ids
 from ..core import (
     CallStage,
     CancelTimer,
@@ -88,8 +89,8 @@ from ..core import (
     RemoteProtocolError,
     StartTimer,
     TimerFired,
+    ring_failure,
 )
-from ..ids import parse_offer_id
 from ._commands import (
     BridgeParty,
     BridgeSnoop,
@@ -132,34 +133,8 @@ from ._events import (
 
 KEY_TIMEOUT_S: Final = 5.0
 SUPERVISOR_RING_S: Final = 30.0
-TIMER_PREFIX: Final = "siaga-conf-"
 _Detail = dict[str, str | int | float | bool]
 _Kind = Literal["dispatcher", "supervisor"]
-
-
-def leg_id_for(call_id: str, n: int) -> str:
-    return f"siaga-disp-{call_id}-{n}"
-
-
-def leg_number(leg_id: str) -> int:
-    """The ``n`` of ``siaga-disp-<call>-<n>`` (0 when a foreign id has none)."""
-    tail = leg_id.rsplit("-", 1)[-1]
-    return int(tail) if tail.isdigit() else 0
-
-
-def snoop_id_for(call_id: str, n: int) -> str:
-    return f"siaga-snoop-{call_id}-{n}"
-
-
-def failure_of(cause: int) -> str:
-    """A ring's failure reason from the Q.850 cause of its channel."""
-    if cause == 17:
-        return "busy"
-    if cause in (18, 19, 31, 16):
-        return "no_answer"
-    if cause == 21:
-        return "rejected"
-    return "unreachable"
 
 
 @dataclass(slots=True)
@@ -268,7 +243,7 @@ class Conferences:
             case PartyAnswered():
                 return self._answered(event.leg_id, now)
             case PartyGone():
-                return self._gone(event.leg_id, failure_of(event.cause), now)
+                return self._gone(event.leg_id, ring_failure(event.cause).value, now)
             case SnoopReady():
                 return [BridgeSnoop(event.snoop_id)] if event.snoop_id in self._snoops else []
             case DirectoryChanged():
@@ -380,7 +355,7 @@ class Conferences:
         self._calls[call_id] = conf
         cmds: list[Command] = []
         for a in parties:
-            n = leg_number(a.leg_id)
+            n = ids.leg_number(a.leg_id)
             p = Party(a.leg_id, n, a.kind, a.who, a.origin, a.endpoint, now)
             if a.kind == "dispatcher":
                 p.role = Role(a.role)
@@ -586,7 +561,7 @@ class Conferences:
     def _hand_over(self, conf: Conference, by: By, now: float) -> list[Command]:
         conf.handed_over = True
         taker = conf.taker_channel
-        offer = parse_offer_id(taker) if taker is not None else None
+        offer = ids.parse_offer_id(taker) if taker is not None else None
         if offer is not None:
             conf.offers_made = max(conf.offers_made, offer[1])
         conf.taker_channel, conf.keys = None, ""
@@ -640,7 +615,7 @@ class Conferences:
         cmds: list[Command] = []
         for endpoint in endpoints:
             conf.seq += 1
-            leg = leg_id_for(conf.call_id, conf.seq)
+            leg = ids.leg_id(conf.call_id, conf.seq)
             d.legs[leg] = endpoint
             self._ringing[leg] = (conf.call_id, d.origin)
             self._busy[endpoint] = leg
@@ -649,7 +624,7 @@ class Conferences:
                 self._party_event(conf, d, "ringing", now, leg_id=leg, endpoint=endpoint),
             ]
         conf.seq += 1
-        d.timer_id = f"{TIMER_PREFIX}ring-{conf.call_id}-{conf.seq}"
+        d.timer_id = ids.conference_timer_id("ring", conf.call_id, conf.seq)
         self._timers[d.timer_id] = (conf.call_id, d.origin)
         return [*cmds, StartTimer(d.timer_id, now + timeout)]
 
@@ -742,7 +717,7 @@ class Conferences:
             self._timers.pop(d.timer_id, None)
             cmds.append(CancelTimer(d.timer_id))
         del conf.dispatches[d.origin]
-        n = leg_number(leg)
+        n = ids.leg_number(leg)
         p = Party(leg, n, d.kind, d.agency or d.origin[4:], d.origin, endpoint, now)
         self._joined[leg] = conf.call_id
         conf.parties[leg] = p
@@ -762,7 +737,7 @@ class Conferences:
         cmds: list[Command]
         if p.role is Role.WHISPER or p.mode is SuperviseMode.WHISPER:
             assert conf.taker_channel is not None  # checked when answered
-            p.snoop_id = snoop_id_for(call_id, p.n)
+            p.snoop_id = ids.snoop_id(call_id, p.n)
             self._snoops[p.snoop_id] = p.leg_id
             cmds = [
                 SnoopParty(
@@ -777,7 +752,7 @@ class Conferences:
                 self._tone(call_id, Tone.JOINED, conf.taker_channel),
             ]
         elif p.mode is SuperviseMode.LISTEN:  # silent monitoring: no tone
-            p.snoop_id = snoop_id_for(call_id, p.n)
+            p.snoop_id = ids.snoop_id(call_id, p.n)
             self._snoops[p.snoop_id] = p.leg_id
             cmds = [
                 SnoopParty(
@@ -882,7 +857,7 @@ class Conferences:
 
     def _tone(self, call_id: str, tone: Tone, channel_id: str = "") -> PlayTone:
         self._tones += 1
-        return PlayTone(call_id, tone, f"siaga-tone-{call_id}-{self._tones}", channel_id)
+        return PlayTone(call_id, tone, ids.tone_id(call_id, self._tones), channel_id)
 
     @staticmethod
     def _event(call_id: str, stage: CallStage, now: float, detail: _Detail) -> PublishCallEvent:

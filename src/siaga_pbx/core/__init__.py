@@ -53,10 +53,12 @@ from ._events import (
     TakerUnpaused,
     TimerFired,
 )
+from ._q850 import NORMAL_CLEARING, is_drop, ring_failure
 
 __all__ = [
     "DEVICE_RECHECK_S",
     "MISSED_CALLS",
+    "NORMAL_CLEARING",
     "AddCallback",
     "AnswerCaller",
     "CallStage",
@@ -110,4 +112,6 @@ __all__ = [
     "TakerStatus",
     "TakerUnpaused",
     "TimerFired",
+    "is_drop",
+    "ring_failure",
 ]

@@ -8,15 +8,13 @@ Service order is ``(band, priority, seq)``, lowest first:
 A caller who overflows to another queue keeps all three, so they keep their
 place by arrival time there.
 
-All Asterisk-facing ids derive from the call id, so that creating them again
-is harmless and they can be found after a restart. Events accept ids of at
-most 128 characters, so an id built from an unusually long call id is
-shortened to a stable digest (``fit``).
+All Asterisk-facing ids derive from the call id and are built in
+``siaga_pbx.ids``, so that creating them again is harmless and they can be
+found after a restart.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -67,28 +65,3 @@ class Caller:
     @property
     def order_key(self) -> tuple[int, int, int]:
         return (self.band, self.priority, self.seq)
-
-
-def fit(text: str, limit: int = 128) -> str:
-    """``text``, or a stable shortening of it (prefix and digest) to ``limit``."""
-    if len(text) <= limit:
-        return text
-    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-    return f"{text[: limit - 17]}~{digest}"
-
-
-def id_key(call_id: str) -> str:
-    """The call id to build other ids from. Asterisk uniqueids are far below
-    100 characters, so this is the call id itself in practice, and attempt ids
-    match ``siaga_pbx.ids.offer_id``."""
-    return fit(call_id, 100)
-
-
-def attempt_id_for(call_id: str, n: int) -> str:
-    return f"siaga-offer-{id_key(call_id)}-{n}"
-
-
-def playback_id_for(call_id: str, prompt: str, n: int) -> str:
-    if prompt == "greeting":
-        return f"{id_key(call_id)}-greeting"
-    return f"{id_key(call_id)}-{prompt.replace(':', '')}-{n}"

@@ -117,8 +117,9 @@ from collections import OrderedDict
 from enum import StrEnum
 from typing import Any, Final, assert_never
 
+from .. import ids
 from ._assign import Offer, assign_offers
-from ._callers import HEAD_BAND, Caller, CallerState, attempt_id_for, fit, playback_id_for
+from ._callers import HEAD_BAND, Caller, CallerState
 from ._commands import (
     AddCallback,
     AnswerCaller,
@@ -165,11 +166,11 @@ from ._events import (
     TakerUnpaused,
     TimerFired,
 )
+from ._q850 import NORMAL_CLEARING
 from ._takers import TAKER_TRANSITIONS, Taker, TakerInput
 
 DEVICE_RECHECK_S: Final = 30.0  # a blocked taker is rung again after this at the latest
 MISSED_CALLS: Final = "missed-calls"  # pause reason after max_misses
-NORMAL_CLEARING: Final = 16  # Q.850: a plain hangup (BYE), as opposed to a failure
 _REDIRECT_MEMORY: Final = 1000  # redirected callers remembered, for RedirectCaller failures
 
 _I = TakerInput
@@ -191,7 +192,7 @@ def _on_duty(t: Taker) -> bool:
 
 
 def _timer_id(kind: _Timer, key: str) -> str:
-    return fit(f"siaga-{kind.value}-{key}")
+    return ids.core_timer_id(kind.value, key)
 
 
 class Distributor:
@@ -330,6 +331,27 @@ class Distributor:
         ]
         return {"queues": queues, "takers": takers, "callbacks": callbacks}
 
+    def check(self, event: Event) -> None:
+        """Raise ``RemoteProtocolError`` if a request from outside (a taker's
+        or an admin's) would be refused now; changes nothing. The API asks
+        first, so a refusal is a 4xx with the core's reason, never a 202."""
+        match event:
+            case TakerLoggedIn():
+                self._check_request(event.taker_id, _I.LOG_IN)
+            case TakerLoggedOut():
+                self._check_request(event.taker_id, _I.LOG_OUT)
+            case TakerPaused():
+                self._check_request(event.taker_id, _I.PAUSE)
+            case TakerUnpaused():
+                self._check_request(event.taker_id, _I.UNPAUSE)
+            case _:
+                pass
+
+    @property
+    def config(self) -> CentreConfig:
+        """The centre's configuration now (the one owner of it)."""
+        return self._config
+
     @property
     def default_queue(self) -> str:
         return self._config.default_queue
@@ -375,9 +397,12 @@ class Distributor:
         attempt_id: str,
         taker_id: str,
         now: float,
+        answered_at: float | None = None,
     ) -> list[Command]:
         """Rebuild a call Asterisk still has bridged with ``taker_id``.
 
+        ``answered_at``: when the taker answered, if the shell knows (talk
+        time counts from it); else the adoption counts as the answer.
         A taker no longer configured keeps the call and leaves after it.
         """
         if call_id in self._callers or attempt_id in self._connected:
@@ -391,7 +416,8 @@ class Distributor:
             raise LocalProtocolError(f"adopting call {call_id!r}: {taker_id!r} is busy")
         q = self._queues.get(queue) or self._default_queue()
         c = self._new_caller(call_id, caller, q, arrived_at, self._priority(q, caller, now)[0])
-        c.attempt_id, c.taker_id, c.answered_at = attempt_id, taker_id, now
+        answered = answered_at if answered_at is not None and answered_at <= now else now
+        c.attempt_id, c.taker_id, c.answered_at = attempt_id, taker_id, answered
         self._connected[attempt_id] = call_id
         # Recovery, not a transition: whatever the taker was, they are on this call.
         taker.status, taker.since, taker.reason = TakerStatus.ON_CALL, now, ""
@@ -592,7 +618,7 @@ class Distributor:
 
     def _play(self, c: Caller, prompt: str) -> PlayPrompt:
         c.prompt_count += 1
-        pid = playback_id_for(c.call_id, prompt, c.prompt_count)
+        pid = ids.playback_id(c.call_id, prompt, c.prompt_count)
         c.playing = (pid, prompt)
         return PlayPrompt(c.call_id, pid, prompt)
 
@@ -668,7 +694,7 @@ class Distributor:
         for tid in offer.taker_ids:
             taker = self._takers[tid]
             c.offer_count += 1
-            aid = attempt_id_for(c.call_id, c.offer_count)
+            aid = ids.offer_id(c.call_id, c.offer_count)
             taker.apply(_I.OFFER, now)
             taker.attempt_id, taker.call_id = aid, c.call_id
             c.offers[aid] = tid
@@ -886,14 +912,8 @@ class Distributor:
         self, taker_id: str, inp: TakerInput, now: float, reason: str = ""
     ) -> list[Command]:
         """A taker's or admin's request; refused before any change if illegal."""
-        taker = self._takers.get(taker_id)
-        if taker is None or taker.removed:
-            raise RemoteProtocolError(f"taker {taker_id!r} is not configured")
+        taker = self._check_request(taker_id, inp)
         status = taker.status
-        if (status, inp) not in TAKER_TRANSITIONS:
-            raise RemoteProtocolError(
-                f"taker {taker_id!r}: {inp.value!r} is not allowed while {status.value!r}"
-            )
         if status is TakerStatus.ON_CALL:
             # Nothing interrupts a 112 call: remember, or forget, for its end.
             pending = taker.after_call[0] if taker.after_call else None
@@ -920,6 +940,16 @@ class Distributor:
             if status is TakerStatus.OFFLINE:
                 taker.blocked = False
         return cmds + self._publish_taker(taker, before, now)
+
+    def _check_request(self, taker_id: str, inp: TakerInput) -> Taker:
+        taker = self._takers.get(taker_id)
+        if taker is None or taker.removed:
+            raise RemoteProtocolError(f"taker {taker_id!r} is not configured")
+        if (taker.status, inp) not in TAKER_TRANSITIONS:
+            raise RemoteProtocolError(
+                f"taker {taker_id!r}: {inp.value!r} is not allowed while {taker.status.value!r}"
+            )
+        return taker
 
     def _taker_left_call(self, tid: str, c: Caller, now: float) -> list[Command]:
         """The taker's side of a call's end: wrap-up, or what they asked for."""

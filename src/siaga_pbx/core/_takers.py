@@ -50,10 +50,6 @@ class TakerInput(StrEnum):
     WRAP_UP_DONE = "wrap_up_done"
 
 
-REQUESTS: Final = frozenset(
-    {TakerInput.LOG_IN, TakerInput.LOG_OUT, TakerInput.PAUSE, TakerInput.UNPAUSE}
-)
-
 _S = TakerStatus
 _I = TakerInput
 

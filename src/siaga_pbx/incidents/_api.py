@@ -1,6 +1,7 @@
 """REST API over the incident record (aiohttp).
 
-Auth: ``Authorization: Bearer <token>``; ``tokens`` maps token -> role.
+Auth: ``Authorization: Bearer <token>`` through ``siaga_pbx.auth``, the one
+auth path of every route; ``tokens`` maps token -> role.
 
 | route                                 | roles                    |
 | ------------------------------------- | ------------------------ |
@@ -20,46 +21,35 @@ itself is never stored or logged.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 
 import asyncpg
 import structlog
 from aiohttp import web
 from pydantic import ValidationError
 
+from .. import auth
+from ..auth import ROLES, Caller
 from ._api_models import IncidentPatch, ListParams, field_errors
 from ._recordings import describe_recording
 from ._store import IncidentQuery, IncidentStore, InvalidCursor, decode_cursor
 
-__all__ = ["INCIDENT_API_AUTH", "INCIDENT_STORE", "ROLES", "add_incident_routes"]
+__all__ = ["INCIDENT_STORE", "ROLES", "add_incident_routes"]
 
 log = structlog.get_logger(__name__)
 
-ROLES = frozenset({"admin", "supervisor", "taker", "ops"})
 _READ = frozenset({"admin", "supervisor", "taker"})
 _EDIT = _READ
 _RECORDINGS = frozenset({"admin", "supervisor"})
 _CALLBACKS = _READ
 
 
-@dataclass(frozen=True, slots=True)
-class _Auth:
-    tokens: tuple[tuple[str, str], ...]
-
-
-@dataclass(frozen=True, slots=True)
-class _Caller:
-    role: str
-    who: str  # "role:fingerprint", for audit entries
+_Caller = Caller
 
 
 INCIDENT_STORE = web.AppKey("incident_store", IncidentStore)
-INCIDENT_API_AUTH = web.AppKey("incident_api_auth", _Auth)
 
 _Handler = Callable[[web.Request, _Caller], Awaitable[web.StreamResponse]]
 
@@ -83,13 +73,8 @@ def add_incident_routes(
     app: web.Application, store: IncidentStore, tokens: Mapping[str, str]
 ) -> None:
     """Mount the incident API on ``app``. ``tokens``: bearer token -> role."""
-    bad = {role for role in tokens.values() if role not in ROLES}
-    if bad:
-        raise ValueError(f"unknown roles {sorted(bad)}; known: {sorted(ROLES)}")
-    if any(not t for t in tokens):
-        raise ValueError("empty bearer token")
+    auth.install(app, tokens)
     app[INCIDENT_STORE] = store
-    app[INCIDENT_API_AUTH] = _Auth(tuple(tokens.items()))
     app.router.add_get("/api/incidents", _guard(_READ, _list_incidents))
     app.router.add_get("/api/incidents/{id}", _guard(_READ, _get_incident))
     app.router.add_patch("/api/incidents/{id}", _guard(_EDIT, _patch_incident))
@@ -101,38 +86,16 @@ def add_incident_routes(
 # ---- auth and error translation ------------------------------------------------
 
 
-def _authenticate(request: web.Request) -> _Caller:
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        raise _ApiError(401, "missing bearer token")
-    role = None
-    # Compare against every token in constant time: no early exit to time.
-    for known, known_role in request.app[INCIDENT_API_AUTH].tokens:
-        if hmac.compare_digest(known.encode(), token.encode()):
-            role = known_role
-    if role is None:
-        raise _ApiError(401, "invalid bearer token")
-    fingerprint = hashlib.sha256(token.encode()).hexdigest()[:12]
-    return _Caller(role, f"{role}:{fingerprint}")
-
-
-def _authorize(request: web.Request, roles: frozenset[str]) -> _Caller:
-    caller = _authenticate(request)
-    if caller.role not in roles:
-        raise _ApiError(403, f"role {caller.role!r} may not do this")
-    return caller
-
-
 def _guard(
     roles: frozenset[str], handler: _Handler
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def wrapped(request: web.Request) -> web.StreamResponse:
         try:
-            caller = _authorize(request, roles)
+            caller = auth.authorize(request, roles)
             with structlog.contextvars.bound_contextvars(api_user=caller.who):
                 return await handler(request, caller)
+        except auth.AuthError as exc:
+            return _ApiError(exc.status, exc.message).response()
         except _ApiError as exc:
             return exc.response()
         except (

@@ -7,7 +7,7 @@ import typing
 from pathlib import Path
 
 from siaga_pbx import ari
-from siaga_pbx.adapters.ari import EVENTS_USED
+from siaga_pbx.service import EVENTS_USED
 
 SRC = Path(__file__).resolve().parents[3] / "src" / "siaga_pbx"
 

@@ -1,4 +1,4 @@
-"""AriCommandRunner keeps a caller in their bridge when Asterisk drops a reply.
+"""AriTelephony keeps a caller in their bridge when Asterisk drops a reply.
 
 A scripted stand-in for ``AriRest`` (only the calls the runner makes): it
 holds bridges like Asterisk does and fails the requests a test asks it to.
@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from siaga_pbx import ari, core
-from siaga_pbx.adapters.ari import AriCommandRunner
+from siaga_pbx.adapters.telephony import AriTelephony
 from siaga_pbx.config import PromptSettings
 
 CALL = "1700000000.7"
@@ -25,6 +25,7 @@ class ScriptedRest:
         self.bridges: dict[str, list[str]] = {}
         self.recordings: set[str] = set()
         self.calls: list[str] = []
+        self.variables: dict[tuple[str, str], str] = {}
         self.fail: dict[str, list[ari.AriError]] = {}  # method -> errors to raise first
 
     def _step(self, method: str) -> None:
@@ -62,6 +63,10 @@ class ScriptedRest:
                 raise ari.AriUnprocessable("POST", "/addChannel", 422, "Channel not found")
             self.bridges[bridge_id].append(c)
 
+    async def set_variable(self, channel_id: str, name: str, value: str) -> None:
+        self._step("set_variable")
+        self.variables[(channel_id, name)] = value
+
     async def destroy_bridge(self, bridge_id: str) -> None:
         self._step("destroy_bridge")
         self.bridges.pop(bridge_id)
@@ -77,8 +82,8 @@ class ScriptedRest:
             raise ari.AriNotFound(method, path, 404, "Bridge not found")
 
 
-def runner(rest: ScriptedRest) -> AriCommandRunner:
-    return AriCommandRunner(rest, "siaga-112", PromptSettings())  # type: ignore[arg-type]
+def runner(rest: ScriptedRest) -> AriTelephony:
+    return AriTelephony(rest, "siaga-112", PromptSettings(), clock=lambda: 1234.5)  # type: ignore[arg-type]
 
 
 def unavailable() -> ari.AriError:
@@ -149,3 +154,13 @@ async def test_a_missing_handset_is_not_a_missing_bridge() -> None:
     with pytest.raises(ari.AriNotFound):
         await runner(rest).run(core.ConnectCall(CALL, OFFER, "taker1"))
     assert rest.calls == ["add_channel"]
+
+
+async def test_connect_keeps_the_answer_time_on_the_callers_channel() -> None:
+    """Connecting writes when the taker answered on the caller's channel, so a
+    restarted service counts talk time from the real answer."""
+    rest = ScriptedRest({CALL, OFFER})
+    rest.bridges[BRIDGE] = [CALL]
+    await runner(rest).run(core.ConnectCall(CALL, OFFER, "taker1"))
+    assert rest.bridges[BRIDGE] == [CALL, OFFER]
+    assert rest.variables == {(CALL, "SIAGA_ANSWERED_AT"): "1234.500"}

@@ -15,8 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from siaga_pbx import ari, callerid, core, logs
-from siaga_pbx.adapters.ari import TakerDirectory, translate_conference
-from siaga_pbx.service import CallService
+from siaga_pbx.service import CallService, TakerDirectory, translate
 
 CENTRE = core.CentreConfig(
     queues=(core.QueueConfig("main"),),
@@ -60,16 +59,19 @@ class FakeRunner:
     """Records what the consumer asked of Asterisk; never fails."""
 
     def __init__(self) -> None:
-        self.ran: list[core.Command] = []
+        self.ran: list[object] = []
         self.handed_back: list[str] = []
 
-    async def run(self, cmd: core.Command) -> None:
+    async def run(self, cmd: object) -> None:
         self.ran.append(cmd)
 
     async def hand_back(self, call_id: str) -> None:
         self.handed_back.append(call_id)
 
     async def finish_feature(self, channel_id: str, *, ok: bool) -> None:
+        return None
+
+    async def find_channel(self, channel_id: str) -> ari.Channel | None:
         return None
 
 
@@ -93,7 +95,7 @@ class TestRawFrames:
         except ari.MalformedEvent as exc:
             message = str(exc)
         else:
-            assert isinstance(translate_conference(ev), list)
+            assert isinstance(translate(ev, TAKERS.taker_for, "main"), list)
         assert "\n" not in message
 
     def test_invalid_utf8_and_deep_nesting_are_malformed(self) -> None:
@@ -131,9 +133,7 @@ class TestConsumer:
         runner = FakeRunner()
         service = CallService(
             distributor=core.Distributor(CENTRE),
-            runner=runner,
-            takers=TAKERS,
-            default_queue="main",
+            telephony=runner,
         )
         asyncio.run(_consume(service, ev))
         if cid.startswith(("siaga-disp-", "siaga-snoop-", "siaga-offer-")):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from siaga_pbx.lanes import Lanes
+from siaga_pbx.service import Lanes
 
 
 class TestLanes:

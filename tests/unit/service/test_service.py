@@ -13,10 +13,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from structlog.testing import capture_logs
 
 from siaga_pbx import ari, core
-from siaga_pbx.adapters.ari import ARI_COMMANDS, TakerDirectory
 from siaga_pbx.adapters.http import make_app
 from siaga_pbx.adapters.metrics import Metrics
-from siaga_pbx.service import ApiRequest, CallService, incident_id_for
+from siaga_pbx.service import TELEPHONY_COMMANDS, CallService, incident_id_for, lane_of
 
 CENTRE = core.CentreConfig(
     queues=(core.QueueConfig("main", ring_timeout_s=5.0),),
@@ -33,15 +32,22 @@ class ScriptedRunner:
     ran: list[core.Command] = field(default_factory=list)
     handed_back: list[str] = field(default_factory=list)
 
-    async def run(self, cmd: core.Command) -> None:
-        self.ran.append(cmd)
+    finished: list[tuple[str, bool]] = field(default_factory=list)
+
+    async def run(self, cmd: object) -> None:
+        self.ran.append(cmd)  # type: ignore[arg-type]
         if type(cmd) in self.fail:
             raise ari.AriUnavailable("POST", "/x", None, "Asterisk is unreachable")
 
     async def hand_back(self, call_id: str) -> None:
         self.handed_back.append(call_id)
+        if "hand_back" in {t.__name__ for t in self.fail}:
+            raise ari.AriNotFound("POST", "/x", 404, "Channel not found")
 
     async def finish_feature(self, channel_id: str, *, ok: bool) -> None:
+        self.finished.append((channel_id, ok))
+
+    async def find_channel(self, channel_id: str) -> ari.Channel | None:
         return None
 
 
@@ -69,9 +75,7 @@ def make_service(
 ) -> CallService:
     return CallService(
         distributor=core.Distributor(CENTRE),
-        runner=runner,
-        takers=TakerDirectory.from_config(CENTRE),
-        default_queue="main",
+        telephony=runner,
         observers=[recorder],
         on_command_failed=metrics.command_failed if metrics else None,
         clock=lambda: 1000.0,
@@ -86,7 +90,7 @@ async def drain(service: CallService) -> None:
 
 
 ARRIVAL = core.CallerArrived("c1", core.CallerIdentity(number="0811"), "main")
-ARI_KINDS = frozenset(ARI_COMMANDS)
+ARI_KINDS = frozenset(TELEPHONY_COMMANDS)
 
 
 class TestConsumer:
@@ -103,20 +107,6 @@ class TestConsumer:
         kinds = [type(c).__name__ for c in runner.ran]
         assert kinds[:3] == ["RingHandset", "AnswerCaller", "PlayPrompt"]
         assert rec.arrived == [("c1", incident_id_for("c1"))]
-
-    async def test_rings_are_split_from_the_rest_of_a_batch(self) -> None:
-        from siaga_pbx.service import _split_rings
-
-        commands: list[core.Command] = [
-            core.AnswerCaller("c1"),
-            core.CancelRing("siaga-offer-c1-1"),
-            core.EndCall("c1"),
-        ]
-        assert _split_rings(commands) == ([], commands)
-        ring = core.RingHandset(
-            "siaga-offer-c1-2", "c1", "taker1", "PJSIP/taker1", 15.0, core.CallerIdentity("0811")
-        )
-        assert _split_rings([commands[0], ring, *commands[1:]]) == ([ring], commands)
 
     async def test_failed_command_comes_back_to_the_core(self) -> None:
         """A ring that fails is fed back as CommandFailed and the taker is blocked."""
@@ -204,10 +194,10 @@ def stasis_start(channel_id: str) -> ari.Event:
 async def client() -> AsyncIterator[tuple[TestClient[web.Request, web.Application], CallService]]:
     service = make_service(ScriptedRunner(), Recorder())
     app = make_app(
-        service=service,
+        distributor=service.distributor,
+        submit=service.submit,
         metrics_=Metrics(),
         tokens=TOKENS,
-        centre=CENTRE,
         health=lambda: {"status": "ok"},
     )
     async with TestClient(TestServer(app)) as c:
@@ -234,7 +224,7 @@ class TestHttpApi:
         r = await c.post("/api/takers/taker1/pause", json={"reason": "lunch"}, headers=admin)
         assert r.status == 202
         item = service.inbox.get_nowait()
-        assert item == ApiRequest(core.TakerPaused("taker1", "lunch"))
+        assert item == core.TakerPaused("taker1", "lunch")
 
     async def test_bad_payloads_get_4xx(
         self, client: tuple[TestClient[web.Request, web.Application], CallService]
@@ -271,9 +261,9 @@ class TestHttpApi:
         )
         assert r.status == 202
         item = service.inbox.get_nowait()
-        assert isinstance(item, ApiRequest)
-        assert isinstance(item.event, core.ConfigChanged)
-        assert item.event.config.queue("main").strategy is core.Strategy.RINGALL
+        assert isinstance(item, core.ConfigChanged)
+        assert item.config.queue("main").strategy is core.Strategy.RINGALL
+        await service.feed(item)  # the consumer applies it: the core owns the config
         got = await (await c.get("/api/queues", headers=admin)).json()
         assert got["queues"][0]["ring_timeout_s"] == 9
 
@@ -303,7 +293,7 @@ class TestRecordingJournal:
 
     @pytest.fixture(autouse=True)
     def _short_grace(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setattr("siaga_pbx.service._RECORDING_GRACE_S", 0.01)
+        monkeypatch.setattr("siaga_pbx.service._consumer._RECORDING_GRACE_S", 0.01)
 
     async def _run(self, service: CallService, *items: object) -> None:
         task = asyncio.create_task(service.run())
@@ -365,7 +355,7 @@ class TestRecordingJournal:
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """A stop inside the grace period must not lose the recording."""
-        monkeypatch.setattr("siaga_pbx.service._RECORDING_GRACE_S", 3600.0)
+        monkeypatch.setattr("siaga_pbx.service._consumer._RECORDING_GRACE_S", 3600.0)
         rec = Recorder()
         service = make_service(ScriptedRunner(), rec)
         service.remember_call("c5")
@@ -382,20 +372,18 @@ class TestRecordingJournal:
 def test_an_offer_runs_in_its_own_lane_and_the_connect_in_the_calls() -> None:
     """Ringing does not wait behind the caller's answer/bridge/greeting; a cancel
     or release stays behind its own ring; the connect stays behind the bridge."""
-    from siaga_pbx.service import _lane_of
-
     caller = core.CallerIdentity("0812")
     attempt = "siaga-offer-c1-1"
     ring = core.RingHandset(attempt, "c1", "taker1", "PJSIP/taker1", 15.0, caller)
     offer_lane = {
-        _lane_of(ring),
-        _lane_of(core.CancelRing(attempt)),
-        _lane_of(core.ReleaseHandset(attempt)),
+        lane_of(ring),
+        lane_of(core.CancelRing(attempt)),
+        lane_of(core.ReleaseHandset(attempt)),
     }
     call_lane = {
-        _lane_of(core.AnswerCaller("c1")),
-        _lane_of(core.ConnectCall("c1", attempt, "taker1")),
-        _lane_of(core.EndCall("c1")),
+        lane_of(core.AnswerCaller("c1")),
+        lane_of(core.ConnectCall("c1", attempt, "taker1")),
+        lane_of(core.EndCall("c1")),
     }
     assert offer_lane == {f"offer:{attempt}"}
     assert call_lane == {"c1"}

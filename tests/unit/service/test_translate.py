@@ -1,4 +1,4 @@
-"""Translation of ARI events into the core's events (the one ARI<->core module)."""
+"""The one translator: ARI events into both cores' events (``service._translate``)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ from typing import Any, get_args
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from siaga_pbx import ari, core
-from siaga_pbx.adapters.ari import (
+from siaga_pbx import ari, conference, core
+from siaga_pbx.service import (
     FeatureRequest,
     HandBack,
     TakerDirectory,
+    Translated,
     feature_event,
     translate,
 )
@@ -55,8 +56,8 @@ def event(kind: str, **fields: Any) -> ari.Event:
     return ari.parse_event(json.dumps(payload))
 
 
-def run(ev: ari.Event) -> list[core.Event | FeatureRequest | HandBack]:
-    return translate(ev, TAKERS, "main")
+def run(ev: ari.Event) -> list[Translated]:
+    return translate(ev, TAKERS.taker_for, "main")
 
 
 class TestCallers:
@@ -99,10 +100,14 @@ class TestCallers:
         assert isinstance(out[0], core.CallerArrived) and out[0].queue == "backup"
 
     def test_caller_gone(self) -> None:
-        """StasisEnd and ChannelDestroyed of a caller both report the hangup."""
-        assert run(event("StasisEnd", channel=channel("1.7"))) == [core.CallerHungUp("1.7", 16)]
+        """StasisEnd and ChannelDestroyed of a caller both report the hangup, to
+        the conference core first, then to the distribution core."""
+        assert run(event("StasisEnd", channel=channel("1.7"))) == [
+            conference.CallerLeft("1.7", 16),
+            core.CallerHungUp("1.7", 16),
+        ]
         destroyed = event("ChannelDestroyed", channel=channel("1.7"), cause=17, cause_txt="Busy")
-        assert run(destroyed) == [core.CallerHungUp("1.7", 17)]
+        assert run(destroyed) == [conference.CallerLeft("1.7", 17), core.CallerHungUp("1.7", 17)]
 
     def test_unsafe_caller_id_is_handed_back(self) -> None:
         """A channel id that could not name a file is not used: the caller goes to the fallback."""
@@ -126,6 +131,7 @@ class TestOffers:
     def test_failures_by_cause(self) -> None:
         """An offer destroyed before answer fails with a reason from its Q.850 cause."""
         expected = {
+            16: core.HandsetFailure.NO_ANSWER,  # the one Q.850 table: as the conference core
             17: core.HandsetFailure.BUSY,
             19: core.HandsetFailure.NO_ANSWER,
             21: core.HandsetFailure.REJECTED,
@@ -145,7 +151,10 @@ class TestOffers:
         ev = event(
             "ChannelDestroyed", channel=channel("siaga-offer-1.7-2", "Up"), cause=16, cause_txt=""
         )
-        assert run(ev) == [core.HandsetHungUp("siaga-offer-1.7-2", 16)]
+        assert run(ev) == [
+            conference.TakerLeft("1.7", "siaga-offer-1.7-2"),
+            core.HandsetHungUp("siaga-offer-1.7-2", 16),
+        ]
         assert run(event("StasisEnd", channel=channel("siaga-offer-1.7-2"))) == []
 
 
@@ -166,7 +175,7 @@ class TestOthers:
     def test_device_state(self) -> None:
         """Device state of a taker's handset becomes TakerDeviceChanged."""
 
-        def dev(name: str, state: str) -> list[core.Event | FeatureRequest | HandBack]:
+        def dev(name: str, state: str) -> list[Translated]:
             return run(event("DeviceStateChanged", device_state={"name": name, "state": state}))
 
         assert dev("PJSIP/taker1", "UNAVAILABLE") == [
@@ -254,5 +263,59 @@ class TestFuzz:
             ev = ari.parse_event(json.dumps(payload))
         except ari.MalformedEvent:
             return
-        for out in translate(ev, TAKERS, "main"):
-            assert isinstance(out, (FeatureRequest, HandBack, *get_args(core.Event)))
+        for out in translate(ev, TAKERS.taker_for, "main"):
+            assert isinstance(
+                out,
+                (FeatureRequest, HandBack, *get_args(core.Event), *get_args(conference.Event)),
+            )
+
+
+class TestConferenceLegs:
+    """Dispatcher legs, snoops and keypad digits, classified by the same translator."""
+
+    def test_leg_answers_and_goes(self) -> None:
+        """A leg entering is PartyAnswered; destroyed, PartyGone with its cause; its
+        StasisEnd alone is nothing (the cause comes with ChannelDestroyed)."""
+        leg = "siaga-disp-1.7-1"
+        assert run(event("StasisStart", args=["party", "1.7"], channel=channel(leg))) == [
+            conference.PartyAnswered(leg)
+        ]
+        assert run(event("StasisEnd", channel=channel(leg))) == []
+        gone = event("ChannelDestroyed", channel=channel(leg), cause=17, cause_txt="Busy")
+        assert run(gone) == [conference.PartyGone(leg, 17)]
+
+    def test_snoop_ready(self) -> None:
+        """A snoop channel entering the app is SnoopReady, never a caller."""
+        snoop = "siaga-snoop-1.7-1"
+        assert run(event("StasisStart", args=[], channel=channel(snoop))) == [
+            conference.SnoopReady(snoop)
+        ]
+        assert run(event("StasisEnd", channel=channel(snoop))) == []
+
+    def test_digits_count_only_on_a_takers_offer(self) -> None:
+        """DTMF on a taker's offer is a key press; a caller's or a dispatcher's is nothing."""
+        for cid, expected in (
+            ("siaga-offer-1.7-1", [conference.KeyPressed("siaga-offer-1.7-1", "1")]),
+            ("1.7", []),
+            ("siaga-disp-1.7-1", []),
+        ):
+            ev = event("ChannelDtmfReceived", channel=channel(cid), digit="1", duration_ms=100)
+            assert run(ev) == expected
+
+    def test_unsafe_leg_id_is_neither_a_party_nor_a_caller(self) -> None:
+        """A leg-prefixed id with unsafe characters is ignored, never handed back as a caller."""
+        bad = "siaga-disp-../x-1"
+        assert run(event("StasisStart", args=["party"], channel=channel(bad))) == []
+        assert run(event("ChannelDestroyed", channel=channel(bad), cause=16, cause_txt="")) == []
+
+
+class TestOneQ850Table:
+    def test_both_cores_read_an_unanswered_ring_alike(self) -> None:
+        """The conference core names a failed dispatcher ring from the same table
+        the translator uses for a taker's offer."""
+        for cause in (16, 17, 18, 19, 21, 31, 1, 20, 34, 127):
+            assert core.ring_failure(cause) in set(core.HandsetFailure)
+        assert core.ring_failure(16) is core.HandsetFailure.NO_ANSWER
+        assert core.ring_failure(17) is core.HandsetFailure.BUSY
+        assert core.ring_failure(21) is core.HandsetFailure.REJECTED
+        assert core.ring_failure(1) is core.HandsetFailure.UNREACHABLE

@@ -26,15 +26,15 @@ Asterisk what it holds and reconcile:
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from datetime import datetime
 
 import structlog
 
-from . import ari, conference, core, ids
-from .adapters.ari import EVENTS_USED, caller_identity_of
-from .adapters.conference import ConferenceDesk
-from .service import CallService
+from .. import ari, conference, core, ids
+from ._consumer import CallService
+from ._translate import EVENTS_USED, caller_identity_of
 
 log = structlog.get_logger(__name__)
 
@@ -43,17 +43,21 @@ def _epoch(creationtime: datetime | None, default: float) -> float:
     return creationtime.timestamp() if creationtime is not None else default
 
 
+def _answered_at(caller: ari.Channel) -> float | None:
+    """When a taker answered this call, as the shell wrote it on the caller's
+    channel at connect (``ids.VAR_ANSWERED_AT``): talk time then counts from
+    the real answer, not from the adoption. None when absent or garbled."""
+    raw = (caller.channelvars or {}).get(ids.VAR_ANSWERED_AT)
+    try:
+        value = float(str(raw))
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value > 0 else None
+
+
 def _endpoint_of(channel: ari.Channel) -> str:
     """ "PJSIP/taker1-0000001a" -> "PJSIP/taker1"."""
     return channel.name.rsplit("-", 1)[0]
-
-
-def _desk(service: CallService) -> ConferenceDesk | None:
-    return service.conference if isinstance(service.conference, ConferenceDesk) else None
-
-
-def _is_leg_of(channel_id: str, call_id: str) -> bool:
-    return channel_id.startswith(f"siaga-disp-{call_id}-")
 
 
 async def resynchronise(service: CallService, rest: ari.AriRest, app: str) -> None:
@@ -66,7 +70,7 @@ async def resynchronise(service: CallService, rest: ari.AriRest, app: str) -> No
     channels = {c.id: c for c in await rest.list_channels()}
     all_bridges = await rest.list_bridges()
     bridges = {b.id: b for b in all_bridges if ids.call_id_from_bridge(b.id)}
-    snoops = {b.id: b for b in all_bridges if b.id.startswith("siaga-snoop-")}
+    snoops = {b.id: b for b in all_bridges if ids.is_snoop(b.id)}
     in_app = set((await rest.get_application(app)).channel_ids)
     await _subscribe_takers(service, rest, app)
     lost = await _feed_what_was_lost(service, channels, in_app)
@@ -120,22 +124,20 @@ async def _feed_conference_losses(
 ) -> int:
     """The same for the conference core (after a websocket gap): legs that
     answered or went, and handed-over callers who hung up, while we were away."""
-    desk = _desk(service)
-    if desk is None:
-        return 0
+    confs = service.conferences
     lost = 0
     # Callers first: a handed-over call whose caller is gone ends here, before
     # its dispatchers' departures could send it back to the queue.
-    for call_id in sorted(desk.core.live_calls() - service.distributor.known_calls()):
+    for call_id in sorted(confs.live_calls() - service.distributor.known_calls()):
         if call_id not in channels:  # a handed-over call: its end is the conference's
             lost += 1
-            await desk.feed(conference.CallerLeft(call_id, cause=0), service)
-    for leg in sorted(desk.core.legs()):
+            await service.feed_conference(conference.CallerLeft(call_id, cause=0))
+    for leg in sorted(confs.legs()):
         chan = channels.get(leg)
         if chan is None:
-            await desk.feed(conference.PartyGone(leg, cause=0), service)
+            await service.feed_conference(conference.PartyGone(leg, cause=0))
         elif chan.state == "Up" and leg in in_app:
-            await desk.feed(conference.PartyAnswered(leg), service)  # ignored if joined
+            await service.feed_conference(conference.PartyAnswered(leg))  # ignored if joined
     return lost
 
 
@@ -158,9 +160,7 @@ async def _to_adopt(
     """Callers Asterisk holds that the core does not, in order of arrival;
     sweeps our bridges whose caller is gone on the way."""
     known = service.distributor.known_calls()
-    desk = _desk(service)
-    if desk is not None:
-        known |= desk.core.live_calls()  # handed-over calls are the conference core's
+    known |= service.conferences.live_calls()  # handed-over calls are the conference core's
     now = time.time()
     adopt: list[tuple[float, str, ari.Bridge | None]] = []
     for found in bridges.values():
@@ -203,8 +203,7 @@ async def _adopt(
         (p[1] for c in channels if (p := ids.parse_offer_id(c)) and p[0] == call_id), default=0
     )
     taker_id = service.taker_for(_endpoint_of(channels[handsets[0]])) if handsets else None
-    desk = _desk(service)
-    parties = await _parties(rest, channels, snoops, call_id, bridge) if desk else []
+    parties = await _parties(rest, channels, snoops, call_id, bridge)
     with structlog.contextvars.bound_contextvars(
         call_id=call_id, incident_id=service.journal_recovered(call_id, who, arrived_at)
     ):
@@ -217,23 +216,22 @@ async def _adopt(
                 attempt_id=handsets[0],
                 taker_id=taker_id,
                 now=now,
+                answered_at=_answered_at(channels[call_id]),
             )
             log.info("recovery.adopted_connected", taker_id=taker_id)
             await service.run_commands(cmds)
-            if desk is not None:
-                await desk.adopt(
-                    service,
-                    call_id,
-                    taker_channel=handsets[0],
-                    taker_id=taker_id,
-                    parties=parties,
-                    offers_made=used,
-                )
-        elif desk is not None and parties:
+            await service.adopt_conference(
+                call_id,
+                taker_channel=handsets[0],
+                taker_id=taker_id,
+                parties=parties,
+                offers_made=used,
+            )
+        elif parties:
             # Dispatchers and no handset: the taker had handed the call over.
             # (If none of them talks, the conference core queues the caller.)
-            await desk.adopt(
-                service, call_id, taker_channel=None, taker_id="", parties=parties, offers_made=used
+            await service.adopt_conference(
+                call_id, taker_channel=None, taker_id="", parties=parties, offers_made=used
             )
         else:
             cmds = d.adopt_waiting_caller(
@@ -259,11 +257,11 @@ async def _parties(
     bridges, as their own channel variables describe them. A leg that cannot
     say who it is is left out (and swept)."""
     places: list[tuple[str, str | None]] = [
-        (c, None) for c in bridge.channels if _is_leg_of(c, call_id)
+        (c, None) for c in bridge.channels if ids.is_leg_of(c, call_id)
     ]
     for snoop in snoops.values():
-        if snoop.id.startswith(f"siaga-snoop-{call_id}-"):
-            places += [(c, snoop.id) for c in snoop.channels if _is_leg_of(c, call_id)]
+        if ids.is_snoop_of(snoop.id, call_id):
+            places += [(c, snoop.id) for c in snoop.channels if ids.is_leg_of(c, call_id)]
     parties: list[conference.AdoptedParty] = []
     for leg, snoop_id in places:
         if leg not in channels:
@@ -292,13 +290,12 @@ async def _sweep_unowned(
     sits on."""
     d = service.distributor
     owned = set(d.live_offers()) | set(d.connected_attempts())
-    desk = _desk(service)
-    owned |= set(desk.core.legs()) if desk is not None else set()
-    owned_snoops = desk.core.snoops() if desk is not None else set()
+    owned |= set(service.conferences.legs())
+    owned_snoops = service.conferences.snoops()
     for chan_id in channels:
         if chan_id in owned:
             continue
-        if ids.parse_offer_id(chan_id) or chan_id.startswith("siaga-disp-"):
+        if ids.parse_offer_id(chan_id) or ids.is_leg(chan_id):
             with contextlib.suppress(ari.AriNotFound):
                 await rest.hangup(chan_id)
                 log.info("recovery.swept_channel", channel_id=chan_id)
@@ -333,7 +330,7 @@ async def _subscribe_takers(service: CallService, rest: ari.AriRest, app: str) -
     twice, plus an endpoint snapshot per channel added or removed), which
     Asterisk serialises to JSON in the app's single task queue. Device state
     is a few small messages per call."""
-    for endpoint in service.taker_endpoints():
+    for endpoint in service.takers.endpoints():
         tech, _, resource = endpoint.partition("/")
         try:
             ep = await rest.get_endpoint(tech, resource)
