@@ -217,17 +217,6 @@ class AddCallback:
     entry: CallbackEntry
 
 
-@dataclass(frozen=True, slots=True)
-class PlaceCallback:
-    """Call an abandoned caller back and connect ``taker_id`` (whose handset is
-    already answered on ``attempt_id``)."""
-
-    callback_call_id: str
-    number: str
-    attempt_id: str
-    taker_id: str
-
-
 Command = Union[  # noqa: UP007 - contract: kept as written
     AnswerCaller,
     PlayPrompt,
@@ -245,5 +234,4 @@ Command = Union[  # noqa: UP007 - contract: kept as written
     PublishCallEvent,
     PublishTakerState,
     AddCallback,
-    PlaceCallback,
 ]

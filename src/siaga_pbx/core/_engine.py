@@ -105,8 +105,8 @@ Asterisk still holds (adopt connected calls first, then waiting callers in
 order of arrival), ``adopt_callback`` restores pending callbacks, and
 ``resume`` publishes taker states and starts offering.
 
-TODO: automatic callbacks (ring a free taker for a pending callback, then
-``PlaceCallback``) are not implemented: callbacks are kept in state, shown in
+Automatic callbacks (ring a free taker for a pending callback, then dial the
+caller back) are the 112-handling work still to come: callbacks are kept in state, shown in
 ``snapshot`` and resolved by ``CallbackResolved``.
 """
 

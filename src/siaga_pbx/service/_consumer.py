@@ -206,6 +206,10 @@ class CallService:
     def submit(self, item: Item) -> None:
         self.inbox.put_nowait(item)
 
+    def now(self) -> float:
+        """The service's clock (the cores take time as an input)."""
+        return self._clock()
+
     def incident_of(self, call_id: str) -> str | None:
         return self._incidents.get(call_id)
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import time
 from datetime import datetime
 
 import structlog
@@ -62,7 +61,7 @@ def _endpoint_of(channel: ari.Channel) -> str:
 
 async def resynchronise(service: CallService, rest: ari.AriRest, app: str) -> None:
     """Reconcile the core with what Asterisk holds now (see the module doc)."""
-    now = time.time()
+    now = service.now()
     try:
         await rest.set_event_filter(app, EVENTS_USED)
     except ari.AriError as exc:  # an Asterisk without filters sends everything: still correct
@@ -161,7 +160,7 @@ async def _to_adopt(
     sweeps our bridges whose caller is gone on the way."""
     known = service.distributor.known_calls()
     known |= service.conferences.live_calls()  # handed-over calls are the conference core's
-    now = time.time()
+    now = service.now()
     adopt: list[tuple[float, str, ari.Bridge | None]] = []
     for found in bridges.values():
         call_id = ids.call_id_from_bridge(found.id) or ""
