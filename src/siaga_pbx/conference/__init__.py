@@ -25,7 +25,6 @@ from ._commands import (
 from ._config import ENDPOINT, Agency, AgencyDirectory, RingStrategy, Role, SuperviseMode
 from ._engine import (
     KEY_TIMEOUT_S,
-    SUPERVISOR_RING_S,
     Conferences,
 )
 from ._events import (
@@ -55,7 +54,6 @@ __all__ = [
     "CONFERENCE_COMMANDS",
     "ENDPOINT",
     "KEY_TIMEOUT_S",
-    "SUPERVISOR_RING_S",
     "AddAgency",
     "AddMassIncident",
     "AdoptedParty",

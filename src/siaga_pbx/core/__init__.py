@@ -27,7 +27,7 @@ from ._commands import (
     TakerStatus,
 )
 from ._config import CentreConfig, Overflow, PriorityRules, QueueConfig, Strategy, TakerConfig
-from ._engine import DEVICE_RECHECK_S, MISSED_CALLS, Distributor
+from ._engine import MISSED_CALLS, Distributor
 from ._errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from ._events import (
     CallbackResolved,
@@ -52,10 +52,9 @@ from ._events import (
     TakerUnpaused,
     TimerFired,
 )
-from ._q850 import NORMAL_CLEARING, is_drop, ring_failure
+from ._q850 import NORMAL_CLEARING, ring_failure
 
 __all__ = [
-    "DEVICE_RECHECK_S",
     "MISSED_CALLS",
     "NORMAL_CLEARING",
     "AddCallback",
@@ -110,6 +109,5 @@ __all__ = [
     "TakerStatus",
     "TakerUnpaused",
     "TimerFired",
-    "is_drop",
     "ring_failure",
 ]

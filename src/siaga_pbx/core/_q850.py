@@ -33,8 +33,3 @@ _RING_FAILURES: Final[dict[int, HandsetFailure]] = {
 def ring_failure(cause: int) -> HandsetFailure:
     """Why a ring that ended before answer failed, from its Q.850 cause."""
     return _RING_FAILURES.get(cause, HandsetFailure.UNREACHABLE)
-
-
-def is_drop(cause: int) -> bool:
-    """A connected leg that ended with this cause was lost, not hung up."""
-    return cause != NORMAL_CLEARING
