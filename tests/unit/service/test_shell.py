@@ -102,6 +102,19 @@ async def connect_a_call(service: CallService) -> None:
     await settle(service)
 
 
+async def hand_over_to_the_fire_brigade(service: CallService, telephony: Telephony) -> str:
+    """A live call; the fire dispatcher is rung, answers, and the taker hands over."""
+    await connect_a_call(service)
+    service.submit(conference.AddAgency("c1", "damkar"))
+    await settle(service)
+    leg = next(c.leg_id for c in telephony.ran if isinstance(c, conference.RingParty))
+    service.submit(conference.PartyAnswered(leg))
+    await settle(service)
+    service.submit(conference.HandOver("c1"))
+    await settle(service)
+    return leg
+
+
 class TestConferenceInLanes:
     async def test_a_stuck_dispatcher_ring_never_holds_up_the_consumer(
         self, running: tuple[CallService, Telephony]
@@ -141,14 +154,7 @@ class TestConferenceInLanes:
         """When the dispatcher has joined and the taker hands over, the
         distribution core forgets the call and the taker is free."""
         service, telephony = running
-        await connect_a_call(service)
-        service.submit(conference.AddAgency("c1", "damkar"))
-        await settle(service)
-        leg = next(c.leg_id for c in telephony.ran if isinstance(c, conference.RingParty))
-        service.submit(conference.PartyAnswered(leg))
-        await settle(service)
-        service.submit(conference.HandOver("c1"))
-        await settle(service)
+        await hand_over_to_the_fire_brigade(service, telephony)
         assert "c1" not in service.distributor.known_calls()
         assert "c1" in service.conferences.live_calls()
         taker = service.distributor.snapshot(1000.0)["takers"][0]
@@ -179,14 +185,7 @@ class TestConferenceInLanes:
                 "language": "id",
             }
         )
-        await connect_a_call(service)
-        service.submit(conference.AddAgency("c1", "damkar"))
-        await settle(service)
-        leg = next(c.leg_id for c in telephony.ran if isinstance(c, conference.RingParty))
-        service.submit(conference.PartyAnswered(leg))
-        await settle(service)
-        service.submit(conference.HandOver("c1"))
-        await settle(service)
+        leg = await hand_over_to_the_fire_brigade(service, telephony)
         service.submit(conference.PartyGone(leg, 16))
         await settle(service)
         assert "c1" in service.distributor.known_calls()  # queued again
