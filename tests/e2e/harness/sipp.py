@@ -460,6 +460,126 @@ class SippRunner:
         self.processes.append(sp)
         return sp
 
+    def lab_handset(
+        self,
+        port: int,
+        *,
+        user: str,
+        password: str,
+        calls: int = 1,
+        ring_s: float = 1.0,
+        talk_s: float = 3.0,
+        hangup: Hangup = "bye",
+        expires_s: int = 120,
+        timeout_s: float = 90.0,
+        tone_hz: int = TONE_B_HZ,
+    ) -> SippProcess:
+        """A lab-profile handset on ``127.0.0.1:port``: it registers as ``user``, answers
+        qualify OPTIONS and ``calls`` calls (lab_handset.xml), then unregisters."""
+        wd = self._dir(f"lab-{user}")
+        make_tone(wd / "tone.ulaw", tone_hz)
+        args = [
+            self._binary,
+            "-sf",
+            str(SCENARIO_DIR / "lab_handset.xml"),
+            "-oocsf",
+            str(SCENARIO_DIR / "lab_handset_calls.xml"),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-mi",
+            "127.0.0.1",
+            "-mp",
+            str(next(_media_ports)),
+            "-m",
+            "1",
+            "-au",
+            user,
+            "-ap",
+            password,
+            "-set",
+            "user",
+            user,
+            "-set",
+            "expires",
+            str(expires_s),
+            "-set",
+            "calls",
+            str(calls),
+            "-set",
+            "ring_ticks",
+            str(max(1, round(ring_s / TICK_S))),
+            "-set",
+            "talk_ticks",
+            str(max(1, round(talk_s / TICK_S))),
+            "-set",
+            "hangup",
+            hangup,
+            "-timeout",
+            f"{int(timeout_s)}s",
+            "-timeout_error",
+            *_tracing(),
+            self.instance.sip_target,
+        ]
+        sp = SippProcess(f"lab-{user}", args, wd, timeout_s).start()
+        self.processes.append(sp)
+        return sp
+
+    def lab_caller(
+        self,
+        *,
+        user: str,
+        password: str,
+        dialled: str = "112",
+        talk_s: float = 3.0,
+        hangup: Hangup = "wait",
+        port: int | None = None,
+        timeout_s: float = 60.0,
+        tone_hz: int = TONE_A_HZ,
+    ) -> SippProcess:
+        """The lab softphone ``user`` dials ``dialled`` with digest auth (lab_caller.xml)."""
+        wd = self._dir(f"lab-{user}")
+        make_tone(wd / "tone.ulaw", tone_hz)
+        args = [
+            self._binary,
+            "-sf",
+            str(SCENARIO_DIR / "lab_caller.xml"),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(port or next(_caller_ports)),
+            "-mi",
+            "127.0.0.1",
+            "-mp",
+            str(next(_media_ports)),
+            "-m",
+            "1",
+            "-s",
+            dialled,
+            "-au",
+            user,
+            "-ap",
+            password,
+            "-set",
+            "user",
+            user,
+            "-set",
+            "talk_ticks",
+            str(max(1, round(talk_s / TICK_S))),
+            "-set",
+            "hangup",
+            hangup,
+            "-timeout",
+            f"{int(timeout_s)}s",
+            "-timeout_error",
+            *_tracing(),
+            self.instance.sip_target,
+        ]
+        sp = SippProcess(f"lab-{user}", args, wd, timeout_s).start()
+        self.processes.append(sp)
+        return sp
+
     def stop_all(self) -> None:
         """Kill every sipp this runner started that is still running (by pid)."""
         for sp in self.processes:
