@@ -287,8 +287,8 @@ class Distributor:
             case CallbackResolved():
                 cmds = self._callback_resolved(event, now)
             case CallbacksRestored():
-                for entry in event.entries:
-                    self.adopt_callback(entry)
+                for restored in event.entries:
+                    self.adopt_callback(restored)
                 cmds = []
             case TakerHandedOver():
                 cmds = self._handed_over(event.call_id, now)
