@@ -35,7 +35,15 @@ from .adapters.incidents import IncidentJournal
 from .adapters.metrics import Metrics
 from .adapters.telephony import AriTelephony
 from .config import Settings
-from .incidents import IncidentRecorder, IncidentStore, Outbox, OutboxRelay, add_incident_routes
+from .incidents import (
+    CallbackRestorer,
+    IncidentRecorder,
+    IncidentStore,
+    Outbox,
+    OutboxRelay,
+    add_callback_routes,
+    add_incident_routes,
+)
 from .service import CallService, Resync, incident_id_for, resynchronise
 
 log = structlog.get_logger(__name__)
@@ -55,7 +63,7 @@ class Runtime:
         self.stepped_down = False
         self.fallback: FallbackSweeper | None = None
 
-    async def run(self) -> None:
+    async def run(self) -> None:  # noqa: PLR0915 - one assembly, top to bottom
         s = self.settings
         s.state_dir.mkdir(parents=True, exist_ok=True)
         connector = aiohttp.TCPConnector(limit=64)
@@ -121,6 +129,15 @@ class Runtime:
             )
             store = IncidentStore(s.database_dsn)
             add_incident_routes(app, store, s.http.tokens)
+            add_callback_routes(
+                app,
+                store=store,
+                submit=service.submit,
+                holds=service.distributor.holds_callback,
+            )
+            restorer = CallbackRestorer(
+                store, self.relay, lambda e: service.submit(core.CallbacksRestored(e))
+            )
             add_conference_routes(app, service.conferences, service.submit)
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
@@ -148,6 +165,8 @@ class Runtime:
                 )
                 tasks.add(asyncio.create_task(watcher.run(), name="agency-directory"))
             stop = asyncio.create_task(self.stopping.wait(), name="stop")
+            # Ends once done: not one of the tasks whose end stops the service.
+            restoring = asyncio.create_task(restorer.run(), name="callback-restore")
             try:
                 done, _ = await asyncio.wait(tasks | {stop}, return_when=asyncio.FIRST_COMPLETED)
                 for t in done:
@@ -161,9 +180,10 @@ class Runtime:
                 else:
                     await self._shutdown(service)
             finally:
+                restoring.cancel()
                 for t in tasks | {stop}:
                     t.cancel()
-                await asyncio.gather(*tasks, stop, return_exceptions=True)
+                await asyncio.gather(*tasks, stop, restoring, return_exceptions=True)
                 await service.close()
                 await store.close()
                 await runner.cleanup()

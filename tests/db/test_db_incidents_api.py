@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -346,33 +345,6 @@ class TestRecordingDownload:
             api.client, f"/api/recordings/{api.recording_id}", role="admin", status=404
         )
         assert body["error"] == "recording file missing"
-
-
-class TestCallbacks:
-    async def test_pending_then_done(self, api: Seeded) -> None:
-        """The abandoned caller is pending; marking it done removes it from the list
-        and audits who did it in the incident's timeline."""
-        body = await get_json(api.client, "/api/callbacks")
-        assert [c["call_id"] for c in body["items"]] == [api.callback_call_id]
-        entry = body["items"][0]
-        assert entry["number"] == api.numbers[1]
-        assert entry["wait_s"] == pytest.approx(20.0)
-        assert entry["where"] == "ringing"
-        resp = await api.client.post(
-            f"/api/callbacks/{api.callback_call_id}/done", headers=auth("taker")
-        )
-        assert resp.status == 200
-        assert (await resp.json())["status"] == "done"
-        assert (await get_json(api.client, "/api/callbacks"))["items"] == []
-        incident = await get_json(api.client, f"/api/incidents/{api.incidents[1]}")
-        done = [e for e in incident["timeline"] if e["stage"] == "callback_done"]
-        assert [e["detail"]["who"].split(":")[0] for e in done] == ["taker"]
-
-    async def test_unknown_callback_is_404(self, api: Seeded) -> None:
-        """Marking an unknown call's callback done is a 404."""
-        resp = await api.client.post("/api/callbacks/nope/done", headers=auth("taker"))
-        assert resp.status == 404
-        assert json.loads(await resp.text())["error"] == "no such callback"
 
 
 class TestDatabaseDown:

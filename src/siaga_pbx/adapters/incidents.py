@@ -23,11 +23,20 @@ from ..incidents import IncidentRecorder, describe_recording
 
 log = structlog.get_logger(__name__)
 
-_ENDS = {
-    core.CallStage.HUNG_UP,
-    core.CallStage.ABANDONED,
-    core.CallStage.OVERFLOWED,
-}
+_ENDS = {core.CallStage.HUNG_UP, core.CallStage.ABANDONED}
+
+
+def ends_call(event: core.PublishCallEvent) -> bool:
+    """Whether this timeline entry is the end of the call (its row is closed).
+
+    An overflow ends the call only when it sends the caller out of the centre
+    (to a dial string, or to the dialplan fallback). An overflow to another of
+    our queues names that queue in ``to_queue``: the caller still waits there.
+    (The ``call_times`` view, migration 0006, applies the same rule.)
+    """
+    if event.stage is core.CallStage.OVERFLOWED:
+        return "to_queue" not in event.detail
+    return event.stage in _ENDS
 
 
 _GROUP_MAX = 500  # jobs written together at most
@@ -107,7 +116,7 @@ class IncidentJournal:
                 return await self._recorder.publish(ev)
 
             self._put(ev.call_id, incident_id, timeline)
-            if ev.stage in _ENDS:
+            if ends_call(ev):
                 self._arrivals.pop(ev.call_id, None)
                 detail = ev.detail
 
@@ -127,6 +136,13 @@ class IncidentJournal:
                 return await self._recorder.callback(entry)
 
             self._put(entry.call_id, incident_id, callback)
+        elif isinstance(item, core.ResolveCallback):
+            resolved = item
+
+            async def resolve() -> object:
+                return await self._recorder.resolve_callback(resolved)
+
+            self._put(resolved.call_id, incident_id, resolve)
 
     def recording_done(self, call_id: str, name: str, incident_id: str | None) -> None:
         ended = self._clock()

@@ -6,7 +6,6 @@ No I/O, no clock, no asyncio. See ``_engine.py`` for the theory of operation.
 from ._commands import (
     AddCallback,
     AnswerCaller,
-    CallbackEntry,
     CallStage,
     CancelRing,
     CancelTimer,
@@ -19,6 +18,7 @@ from ._commands import (
     PublishTakerState,
     RedirectCaller,
     ReleaseHandset,
+    ResolveCallback,
     RingHandset,
     StartHold,
     StartTimer,
@@ -27,10 +27,13 @@ from ._commands import (
     TakerStatus,
 )
 from ._config import CentreConfig, Overflow, PriorityRules, QueueConfig, Strategy, TakerConfig
-from ._engine import MISSED_CALLS, Distributor
+from ._engine import MAX_PENDING_CALLBACKS, MISSED_CALLS, Distributor
 from ._errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from ._events import (
+    CallbackEntry,
+    CallbackResolution,
     CallbackResolved,
+    CallbacksRestored,
     CallerArrived,
     CallerHungUp,
     CallerIdentity,
@@ -55,13 +58,16 @@ from ._events import (
 from ._q850 import NORMAL_CLEARING, ring_failure
 
 __all__ = [
+    "MAX_PENDING_CALLBACKS",
     "MISSED_CALLS",
     "NORMAL_CLEARING",
     "AddCallback",
     "AnswerCaller",
     "CallStage",
     "CallbackEntry",
+    "CallbackResolution",
     "CallbackResolved",
+    "CallbacksRestored",
     "CallerArrived",
     "CallerHungUp",
     "CallerIdentity",
@@ -94,6 +100,7 @@ __all__ = [
     "RedirectCaller",
     "ReleaseHandset",
     "RemoteProtocolError",
+    "ResolveCallback",
     "RingHandset",
     "StartHold",
     "StartTimer",

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Union
 
-from ._events import CallerIdentity
+from ._events import CallbackEntry, CallbackResolution, CallerIdentity
 
 
 class HoldMode(str, Enum):  # noqa: UP042 - contract enum: str mixin kept, other modules rely on str()
@@ -197,24 +197,23 @@ class PublishTakerState:
 
 
 @dataclass(frozen=True, slots=True)
-class CallbackEntry:
-    """An abandoned caller the centre must call back."""
-
-    call_id: str
-    number: str
-    arrived_at: float
-    abandoned_at: float
-    queue: str
-    where: str  # "waiting" or "ringing"
-
-    @property
-    def wait_s(self) -> float:
-        return self.abandoned_at - self.arrived_at
+class AddCallback:
+    entry: CallbackEntry
 
 
 @dataclass(frozen=True, slots=True)
-class AddCallback:
-    entry: CallbackEntry
+class ResolveCallback:
+    """Record that the callback of ``call_id`` was dealt with (the journal
+    marks it resolved in PostgreSQL, the record of pending callbacks, and
+    writes it in the incident's timeline). Published for every
+    ``CallbackResolved``, also for a callback the core no longer holds in
+    memory: the record resolves it if it is still pending there."""
+
+    call_id: str
+    resolution: CallbackResolution
+    by: str
+    at: float
+    note: str = ""
 
 
 Command = Union[  # noqa: UP007 - contract: kept as written
@@ -234,4 +233,5 @@ Command = Union[  # noqa: UP007 - contract: kept as written
     PublishCallEvent,
     PublishTakerState,
     AddCallback,
+    ResolveCallback,
 ]

@@ -82,8 +82,11 @@ we have already finished are normal, and are answered safely:
 - ``CallerHungUp``/``PromptFinished`` for an unknown call or an old playback:
   ignored. A caller we redirected away is forgotten when their hangup comes.
 - ``TakerDeviceChanged`` for an unknown taker: remembered for when that
-  taker is configured, nothing else. ``CallbackResolved`` for an unknown
-  callback, a repeated ``CallerArrived``: ignored.
+  taker is configured, nothing else. A repeated ``CallerArrived``: ignored.
+- ``CallbackResolved`` for a callback the core does not hold (evicted from
+  memory, see Callbacks, or resolved already): still published as
+  ``ResolveCallback``, since the record may hold it; the record resolves only
+  a callback still pending there, so a repeat changes nothing.
 
 Handover. ``TakerHandedOver`` (from the conference core, which checked that
 a dispatcher talks with the caller) ends a connected call for the taker only:
@@ -100,10 +103,24 @@ a taker or caller; a ring timer is backed by RingHandset's own timeout; a lost
 reassurance or overflow timer leaves the caller waiting (never dropped).
 Other failures need nothing from the core.
 
+Callbacks. Every abandoned caller becomes a pending callback
+(``AddCallback``). PostgreSQL is the record of pending callbacks; the core
+holds a bounded copy for the live state (``snapshot``): at most
+``max_callbacks`` (default ``MAX_PENDING_CALLBACKS``), the most recently
+abandoned ones. Past the bound the oldest leaves the core's memory only, with
+no command: it stays pending in the record. ``CallbackResolved`` (from the
+API) removes it and publishes ``ResolveCallback`` for the record.
+``CallbacksRestored`` (read back from the record after a restart) adds the
+entries the core does not hold, in order of abandonment, within the bound;
+callbacks resolved lately (the last ``_RESOLVED_MEMORY``) are not taken back,
+so a restore that read the record before a resolution reached it cannot
+bring a resolved callback back.
+
 Restart. ``adopt_connected_call`` and ``adopt_waiting_caller`` rebuild what
 Asterisk still holds (adopt connected calls first, then waiting callers in
-order of arrival), ``adopt_callback`` restores pending callbacks, and
-``resume`` publishes taker states and starts offering.
+order of arrival), ``adopt_callback`` (or the event ``CallbacksRestored``)
+restores pending callbacks, and ``resume`` publishes taker states and starts
+offering.
 
 Automatic callbacks (ring a free taker for a pending callback, then dial the
 caller back) are the 112-handling work still to come: callbacks are kept in state, shown in
@@ -123,7 +140,6 @@ from ._callers import HEAD_BAND, Caller, CallerState
 from ._commands import (
     AddCallback,
     AnswerCaller,
-    CallbackEntry,
     CallStage,
     CancelRing,
     CancelTimer,
@@ -135,6 +151,7 @@ from ._commands import (
     PublishTakerState,
     RedirectCaller,
     ReleaseHandset,
+    ResolveCallback,
     RingHandset,
     StartHold,
     StartTimer,
@@ -145,7 +162,9 @@ from ._commands import (
 from ._config import CentreConfig, QueueConfig, TakerConfig
 from ._errors import LocalProtocolError, RemoteProtocolError
 from ._events import (
+    CallbackEntry,
     CallbackResolved,
+    CallbacksRestored,
     CallerArrived,
     CallerHungUp,
     CallerIdentity,
@@ -172,6 +191,10 @@ from ._takers import TAKER_TRANSITIONS, Taker, TakerInput
 DEVICE_RECHECK_S: Final = 30.0  # a blocked taker is rung again after this at the latest
 MISSED_CALLS: Final = "missed-calls"  # pause reason after max_misses
 _REDIRECT_MEMORY: Final = 1000  # redirected callers remembered, for RedirectCaller failures
+# Pending callbacks held in memory at most (the record, PostgreSQL, keeps all):
+# about 200 bytes each, so the live list stays well under 1 MB.
+MAX_PENDING_CALLBACKS: Final = 1000
+_RESOLVED_MEMORY: Final = 1000  # resolved callback ids remembered, against stale restores
 
 _I = TakerInput
 _Detail = dict[str, str | int | float | bool]
@@ -198,8 +221,13 @@ def _timer_id(kind: _Timer, key: str) -> str:
 class Distributor:
     """Waiting callers, call takers and offers of one 112 centre. No I/O."""
 
-    def __init__(self, config: CentreConfig, seed: int = 0) -> None:
+    def __init__(
+        self, config: CentreConfig, seed: int = 0, *, max_callbacks: int = MAX_PENDING_CALLBACKS
+    ) -> None:
+        if max_callbacks < 1:
+            raise ValueError("max_callbacks must be at least 1")
         self._config = config
+        self._max_callbacks = max_callbacks
         self._queues = {q.name: q for q in config.queues}
         self._rng = random.Random(seed)  # noqa: S311 - fair spreading of calls, not secrecy
         self._devices: dict[str, tuple[bool, bool]] = {}  # taker id -> (reachable, in_use)
@@ -211,7 +239,9 @@ class Distributor:
         self._connected: dict[str, str] = {}  # connected attempt id -> call id
         self._timers: dict[str, tuple[_Timer, str]] = {}  # running timer id -> (kind, key)
         self._redirected: dict[str, Caller] = {}
+        # Pending callbacks in order of abandonment, oldest first (see Callbacks).
         self._callbacks: dict[str, CallbackEntry] = {}
+        self._resolved: OrderedDict[str, None] = OrderedDict()
         # caller number -> last arrival, oldest first (see _new_caller)
         self._last_seen: OrderedDict[str, float] = OrderedDict()
         self._rr_memory: dict[str, str] = {}  # queue -> taker rung last
@@ -255,7 +285,10 @@ class Distributor:
             case CommandFailed():
                 cmds = self._command_failed(event.command, now)
             case CallbackResolved():
-                self._callbacks.pop(event.call_id, None)
+                cmds = self._callback_resolved(event, now)
+            case CallbacksRestored():
+                for restored in event.entries:
+                    self.adopt_callback(restored)
                 cmds = []
             case TakerHandedOver():
                 cmds = self._handed_over(event.call_id, now)
@@ -473,8 +506,22 @@ class Distributor:
         return cmds + self._settle(now)
 
     def adopt_callback(self, entry: CallbackEntry) -> None:
-        """Restore a pending callback (from the database) after a restart."""
+        """Restore a pending callback (from the record) after a restart.
+        One already held, or resolved lately, is left as it is."""
+        if entry.call_id in self._callbacks or entry.call_id in self._resolved:
+            return
+        newest = next(reversed(self._callbacks.values()), None)
         self._callbacks[entry.call_id] = entry
+        if newest is not None and _abandon_order(entry) < _abandon_order(newest):
+            # Older than one held: rare (a restore), so sorting here is cheap
+            # enough, and keeps "oldest first" for eviction and the snapshot.
+            ordered = sorted(self._callbacks.values(), key=_abandon_order)
+            self._callbacks = {e.call_id: e for e in ordered}
+        self._evict_callbacks()
+
+    def holds_callback(self, call_id: str) -> bool:
+        """Whether ``call_id``'s callback is pending in the core's memory."""
+        return call_id in self._callbacks
 
     def resume(self, now: float) -> list[Command]:
         """After adopting: publish every taker's state and start offering."""
@@ -553,7 +600,10 @@ class Distributor:
         cmds += self._cancel_caller_timers(c)
         del self._callers[c.call_id]
         entry = CallbackEntry(c.call_id, c.identity.best_number, c.arrived_at, now, c.queue, where)
-        self._callbacks[c.call_id] = entry
+        self._resolved.pop(c.call_id, None)
+        self._callbacks.pop(c.call_id, None)
+        self._callbacks[c.call_id] = entry  # the newest: at the end
+        self._evict_callbacks()
         detail: _Detail = {"queue": c.queue, "where": where, "wait_s": now - c.arrived_at}
         detail.update({"cause": ev.cause, "number": entry.number})
         return [
@@ -562,6 +612,22 @@ class Distributor:
             AddCallback(entry),
             EndCall(c.call_id),
         ]
+
+    # ---- callbacks -----------------------------------------------------------------
+
+    def _callback_resolved(self, ev: CallbackResolved, now: float) -> list[Command]:
+        self._callbacks.pop(ev.call_id, None)
+        self._resolved[ev.call_id] = None
+        self._resolved.move_to_end(ev.call_id)
+        while len(self._resolved) > _RESOLVED_MEMORY:
+            self._resolved.popitem(last=False)
+        return [ResolveCallback(ev.call_id, ev.resolution, ev.by, now, ev.note)]
+
+    def _evict_callbacks(self) -> None:
+        """Keep at most ``max_callbacks`` in memory: the oldest leave it (the
+        record keeps them pending)."""
+        while len(self._callbacks) > self._max_callbacks:
+            del self._callbacks[next(iter(self._callbacks))]
 
     def _connected_caller_left(self, c: Caller, cause: int, now: float) -> list[Command]:
         """The normal end of a call: the caller hung up first."""
@@ -1169,3 +1235,7 @@ class Distributor:
     @staticmethod
     def _call_event(c: Caller, stage: CallStage, now: float, detail: _Detail) -> PublishCallEvent:
         return PublishCallEvent(c.call_id, stage, now, detail)
+
+
+def _abandon_order(e: CallbackEntry) -> tuple[float, str]:
+    return (e.abandoned_at, e.call_id)

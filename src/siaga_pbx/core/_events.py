@@ -246,14 +246,65 @@ class TimerFired:
 
 
 @dataclass(frozen=True, slots=True)
-class CallbackResolved:
-    """A pending callback was dealt with (called back, or judged not needed)
-    and leaves the core's list of pending callbacks."""
+class CallbackEntry:
+    """An abandoned caller the centre must call back."""
 
     call_id: str
+    number: str
+    arrived_at: float
+    abandoned_at: float
+    queue: str
+    where: str  # "waiting" or "ringing"
+
+    @property
+    def wait_s(self) -> float:
+        return self.abandoned_at - self.arrived_at
+
+
+class CallbackResolution(str, Enum):  # noqa: UP042 - str mixin like the other contract enums
+    """How a pending callback was dealt with."""
+
+    CALLED_BACK = "called_back"  # a taker called the caller back and spoke with them
+    CALLED_AGAIN = "called_again"  # the caller rang 112 again and was answered
+    UNREACHABLE = "unreachable"  # tried, and given up: nobody answered
+    NOT_NEEDED = "not_needed"  # judged not needed (a test call, a known misdial ...)
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackResolved:
+    """A pending callback was dealt with, ``resolution`` says how and ``by``
+    says who (for the audit); it leaves the core's list of pending callbacks."""
+
+    call_id: str
+    resolution: CallbackResolution
+    by: str
+    note: str = ""
 
     def __post_init__(self) -> None:
         _check_id("call_id", self.call_id)
+        _require(
+            isinstance(self.resolution, CallbackResolution),
+            "resolution must be a CallbackResolution",
+        )
+        _require(
+            isinstance(self.by, str) and 0 < len(self.by) <= 128 and self.by.isprintable(),
+            "by must be 1..128 printable chars",
+        )
+        _require(isinstance(self.note, str) and len(self.note) <= 500, "note: at most 500 chars")
+
+
+@dataclass(frozen=True, slots=True)
+class CallbacksRestored:
+    """Pending callbacks read back from the record (PostgreSQL) after a
+    restart. The core keeps those it does not hold yet, within its bound."""
+
+    entries: tuple[CallbackEntry, ...]
+
+    def __post_init__(self) -> None:
+        _require(isinstance(self.entries, tuple), "entries must be a tuple")
+        for e in self.entries:
+            _require(isinstance(e, CallbackEntry), "entries must be CallbackEntry")
+            _check_id("call_id", e.call_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,5 +339,6 @@ Event = Union[  # noqa: UP007 - contract: kept as written
     ConfigChanged,
     CommandFailed,
     CallbackResolved,
+    CallbacksRestored,
     TakerHandedOver,
 ]

@@ -7,11 +7,16 @@
   parked in a local dead-letter table, never dropped.
 - ``migrate`` creates the schema (numbered SQL files, advisory-locked).
 - ``IncidentStore`` + ``add_incident_routes``: the REST API for staff.
+- Callbacks: PostgreSQL is the record of pending callbacks.
+  ``CallbackRestorer`` reads them back at start; ``add_callback_routes``
+  lists and resolves them (through the core).
 - ``purge``: retention, audited. ``describe_recording``: size/sha256/duration.
 """
 
 from ._api import INCIDENT_STORE, add_incident_routes
 from ._api_models import CATEGORIES, DISPOSITIONS, IncidentPatch, ListParams
+from ._callbacks import CallbackRestorer
+from ._callbacks_api import add_callback_routes
 from ._migrate import MigrationError, migrate, migration_files
 from ._ops import (
     AddCallbackEntry,
@@ -21,6 +26,7 @@ from ._ops import (
     Op,
     OpenIncident,
     RegisterRecording,
+    ResolveCallbackEntry,
     decode_op,
     encode_op,
 )
@@ -47,6 +53,7 @@ __all__ = [
     "INCIDENT_STORE",
     "AddCallbackEntry",
     "AppendTimeline",
+    "CallbackRestorer",
     "CloseCall",
     "DeadLetter",
     "DetailValue",
@@ -68,6 +75,8 @@ __all__ = [
     "RecordingInfo",
     "RecordingRow",
     "RegisterRecording",
+    "ResolveCallbackEntry",
+    "add_callback_routes",
     "add_incident_routes",
     "decode_cursor",
     "decode_op",

@@ -9,8 +9,9 @@ auth path of every route; ``tokens`` maps token -> role.
 | GET   /api/incidents/{id}             | admin, supervisor, taker |
 | PATCH /api/incidents/{id}             | admin, supervisor, taker |
 | GET   /api/recordings/{id}            | admin, supervisor        |
-| GET   /api/callbacks                  | admin, supervisor, taker |
-| POST  /api/callbacks/{call_id}/done   | admin, supervisor, taker |
+
+The callback routes (``/api/callbacks``) are in ``_callbacks_api``, behind the
+same auth.
 
 ``ops`` watches aggregate dashboards and gets 403 here: incident records hold
 personal data (UU PDP). Missing/unknown token -> 401; wrong role -> 403; bad
@@ -43,7 +44,6 @@ log = structlog.get_logger(__name__)
 _READ = frozenset({"admin", "supervisor", "taker"})
 _EDIT = _READ
 _RECORDINGS = frozenset({"admin", "supervisor"})
-_CALLBACKS = _READ
 
 
 _Caller = Caller
@@ -79,8 +79,6 @@ def add_incident_routes(
     app.router.add_get("/api/incidents/{id}", _guard(_READ, _get_incident))
     app.router.add_patch("/api/incidents/{id}", _guard(_EDIT, _patch_incident))
     app.router.add_get("/api/recordings/{id}", _guard(_RECORDINGS, _get_recording))
-    app.router.add_get("/api/callbacks", _guard(_CALLBACKS, _list_callbacks))
-    app.router.add_post("/api/callbacks/{call_id}/done", _guard(_CALLBACKS, _callback_done))
 
 
 # ---- auth and error translation ------------------------------------------------
@@ -221,21 +219,3 @@ async def _get_recording(request: web.Request, caller: _Caller) -> web.StreamRes
             "X-Recording-SHA256": row.sha256,
         },
     )
-
-
-async def _list_callbacks(request: web.Request, caller: _Caller) -> web.StreamResponse:
-    if request.query:
-        raise _ApiError(400, "invalid query", dict.fromkeys(request.query, "unknown parameter"))
-    items = await request.app[INCIDENT_STORE].pending_callbacks()
-    return web.json_response({"items": items})
-
-
-async def _callback_done(request: web.Request, caller: _Caller) -> web.StreamResponse:
-    call_id = request.match_info["call_id"]
-    if not (0 < len(call_id) <= 128 and call_id.isprintable()):
-        raise _ApiError(400, "bad path parameter", {"call_id": "1..128 printable characters"})
-    entry = await request.app[INCIDENT_STORE].mark_callback_done(call_id, caller.who)
-    if entry is None:
-        raise _ApiError(404, "no such callback")
-    log.info("callback_done", call_id=call_id)
-    return web.json_response(entry)

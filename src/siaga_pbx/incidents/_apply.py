@@ -12,7 +12,15 @@ from datetime import UTC, datetime
 import asyncpg
 import structlog
 
-from ._ops import AddCallbackEntry, AppendTimeline, CloseCall, Op, OpenIncident, RegisterRecording
+from ._ops import (
+    AddCallbackEntry,
+    AppendTimeline,
+    CloseCall,
+    Op,
+    OpenIncident,
+    RegisterRecording,
+    ResolveCallbackEntry,
+)
 from ._text import storable, storable_detail
 
 __all__ = ["apply_op", "epoch_to_datetime"]
@@ -44,6 +52,8 @@ async def apply_op(conn: asyncpg.Connection, op: Op, *, repeat_window_s: float) 
         await _register_recording(conn, op)
     elif isinstance(op, AddCallbackEntry):
         await _add_callback(conn, op)
+    elif isinstance(op, ResolveCallbackEntry):
+        await _resolve_callback(conn, op)
     else:
         await _close_call(conn, op)
 
@@ -174,6 +184,35 @@ async def _add_callback(conn: asyncpg.Connection, op: AddCallbackEntry) -> None:
         epoch_to_datetime(op.abandoned_at),
         storable(op.queue)[0],
         op.where,
+    )
+
+
+async def _resolve_callback(conn: asyncpg.Connection, op: ResolveCallbackEntry) -> None:
+    # Only a pending callback is resolved, once: a second resolution (two
+    # staff at once, a repeat) changes nothing and adds no timeline entry.
+    who = storable(op.resolved_by)[0]
+    note = storable(op.note)[0]
+    row = await conn.fetchrow(
+        "UPDATE callbacks SET status = 'resolved', resolved_at = $2, resolved_by = $3,"
+        " resolution = $4, resolution_note = $5"
+        " WHERE call_id = $1 AND status <> 'resolved' RETURNING incident_id",
+        op.call_id,
+        epoch_to_datetime(op.resolved_at),
+        who,
+        op.resolution,
+        note,
+    )
+    if row is None:
+        log.info("callback_resolution_unchanged", call_id=op.call_id)
+        return
+    detail = {"resolution": op.resolution, "who": who, "note": note}
+    await conn.execute(
+        "INSERT INTO timeline (incident_id, call_id, stage, at, detail)"
+        " VALUES ($1, $2, 'callback_resolved', $3, $4::jsonb)",
+        row["incident_id"],
+        op.call_id,
+        epoch_to_datetime(op.resolved_at),
+        json.dumps(detail),
     )
 
 

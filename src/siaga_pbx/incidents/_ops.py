@@ -33,6 +33,7 @@ __all__ = [
     "Op",
     "OpenIncident",
     "RegisterRecording",
+    "ResolveCallbackEntry",
     "decode_op",
     "encode_op",
 ]
@@ -213,6 +214,33 @@ class AddCallbackEntry:
         _require(self.where in ("waiting", "ringing"), "where must be 'waiting' or 'ringing'")
 
 
+RESOLUTIONS = ("called_back", "called_again", "unreachable", "not_needed")
+
+
+@dataclass(frozen=True, slots=True)
+class ResolveCallbackEntry:
+    """A pending callback was dealt with (the core's ``ResolveCallback``):
+    how (``resolution``), by whom (an audit name, never a secret), when."""
+
+    kind: ClassVar[str] = "resolve_callback"
+
+    call_id: str
+    resolution: str
+    resolved_by: str
+    resolved_at: float
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        _check_call_id(self.call_id)
+        if isinstance(self.resolution, Enum):  # core.CallbackResolution: keep the plain value
+            object.__setattr__(self, "resolution", str(self.resolution.value))
+        _require(self.resolution in RESOLUTIONS, f"resolution must be one of {RESOLUTIONS}")
+        _check_str("resolved_by", self.resolved_by, 128)
+        _require(bool(self.resolved_by), "resolved_by must not be empty")
+        _check_epoch("resolved_at", self.resolved_at)
+        _check_str("note", self.note, 500)
+
+
 @dataclass(frozen=True, slots=True)
 class CloseCall:
     """The call is over: when, who hung up (caller/taker/system) and the cause."""
@@ -231,11 +259,25 @@ class CloseCall:
         _check_str("hangup_cause", self.hangup_cause, 64)
 
 
-Op: TypeAlias = OpenIncident | AppendTimeline | RegisterRecording | AddCallbackEntry | CloseCall
+Op: TypeAlias = (
+    OpenIncident
+    | AppendTimeline
+    | RegisterRecording
+    | AddCallbackEntry
+    | ResolveCallbackEntry
+    | CloseCall
+)
 
 _KINDS: dict[str, type[Op]] = {
     cls.kind: cls
-    for cls in (OpenIncident, AppendTimeline, RegisterRecording, AddCallbackEntry, CloseCall)
+    for cls in (
+        OpenIncident,
+        AppendTimeline,
+        RegisterRecording,
+        AddCallbackEntry,
+        ResolveCallbackEntry,
+        CloseCall,
+    )
 }
 
 

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from enum import Enum
 from typing import Literal
 
-from siaga_pbx.core import CallbackEntry, CallStage, PublishCallEvent
+from siaga_pbx.core import CallbackEntry, CallStage, PublishCallEvent, ResolveCallback
 
 from ._ops import (
     AddCallbackEntry,
@@ -18,6 +18,7 @@ from ._ops import (
     DetailValue,
     OpenIncident,
     RegisterRecording,
+    ResolveCallbackEntry,
 )
 from ._outbox import Outbox
 from ._recordings import RecordingInfo
@@ -121,6 +122,18 @@ class IncidentRecorder:
                 abandoned_at=entry.abandoned_at,
                 queue=entry.queue,
                 where=where,
+            )
+        )
+
+    async def resolve_callback(self, resolved: ResolveCallback) -> int:
+        """Record the core's ``ResolveCallback`` (a pending callback dealt with)."""
+        return await self.outbox.append(
+            ResolveCallbackEntry(
+                call_id=resolved.call_id,
+                resolution=resolved.resolution.value,
+                resolved_by=resolved.by,
+                resolved_at=resolved.at,
+                note=resolved.note,
             )
         )
 

@@ -21,6 +21,8 @@ from typing import Any, Self
 
 import asyncpg
 
+from siaga_pbx.core import CallbackEntry
+
 from ._apply import epoch_to_datetime
 
 __all__ = [
@@ -46,6 +48,12 @@ CLASSIFICATION_FIELDS: tuple[str, ...] = (
     "address_text",
     "notes",
     "responders",
+)
+
+_CALLBACK_COLUMNS = (
+    "call_id, incident_id, number, arrived_at, abandoned_at, wait_s, queue,"
+    ' where_abandoned AS "where", status, status_at, status_by,'
+    " resolved_at, resolved_by, resolution, resolution_note"
 )
 
 _INCIDENT_COLUMNS = (
@@ -362,39 +370,44 @@ class IncidentStore:
         return RecordingRow(r["id"], r["call_id"], r["path"], r["sha256"], r["size_bytes"])
 
     # ---- callbacks ---------------------------------------------------------
+    # Written by the journal (AddCallbackEntry, ResolveCallbackEntry): staff
+    # resolve a callback through the core (incidents._callbacks_api), so the
+    # live state and this record agree.
 
     async def pending_callbacks(self, *, limit: int = 200) -> list[JsonDict]:
-        """Callbacks not yet done, longest-abandoned first."""
+        """Callbacks not yet resolved, longest-abandoned first."""
         rows = await (await self.pool()).fetch(
-            "SELECT call_id, incident_id, number, arrived_at, abandoned_at, wait_s, queue,"
-            ' where_abandoned AS "where", status, status_at, status_by'
-            " FROM callbacks WHERE status <> 'done' ORDER BY abandoned_at, call_id LIMIT $1",
+            f"SELECT {_CALLBACK_COLUMNS} FROM callbacks"  # noqa: S608 - constant columns
+            " WHERE status <> 'resolved' ORDER BY abandoned_at, call_id LIMIT $1",
             limit,
         )
         return [_row(r) for r in rows]
 
-    async def mark_callback_done(self, call_id: str, who: str) -> JsonDict | None:
-        """Mark a callback done (idempotent) and audit who did it in the
-        incident's timeline. None if there is no such callback."""
-        async with (await self.pool()).acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(
-                "UPDATE callbacks SET status = 'done', status_at = now(), status_by = $2"
-                " WHERE call_id = $1 AND status <> 'done' RETURNING incident_id",
-                call_id,
-                who,
+    async def callback(self, call_id: str) -> JsonDict | None:
+        """One callback, pending or resolved; None if the record has none."""
+        row = await (await self.pool()).fetchrow(
+            f"SELECT {_CALLBACK_COLUMNS} FROM callbacks WHERE call_id = $1",  # noqa: S608
+            call_id,
+        )
+        return None if row is None else _row(row)
+
+    async def pending_callback_entries(self, *, limit: int) -> list[CallbackEntry]:
+        """The ``limit`` most recently abandoned pending callbacks, oldest
+        first, as the core holds them (restored at service start)."""
+        rows = await (await self.pool()).fetch(
+            "SELECT call_id, number, arrived_at, abandoned_at, queue, where_abandoned"
+            " FROM callbacks WHERE status <> 'resolved'"
+            " ORDER BY abandoned_at DESC, call_id DESC LIMIT $1",
+            limit,
+        )
+        return [
+            CallbackEntry(
+                r["call_id"],
+                r["number"],
+                r["arrived_at"].timestamp(),
+                r["abandoned_at"].timestamp(),
+                r["queue"],
+                r["where_abandoned"],
             )
-            if row is not None:
-                await conn.execute(
-                    "INSERT INTO timeline (incident_id, call_id, stage, at, detail)"
-                    " VALUES ($1, $2, 'callback_done', now(), $3::jsonb)",
-                    row["incident_id"],
-                    call_id,
-                    json.dumps({"who": who}),
-                )
-            result = await conn.fetchrow(
-                "SELECT call_id, incident_id, number, arrived_at, abandoned_at, wait_s, queue,"
-                ' where_abandoned AS "where", status, status_at, status_by'
-                " FROM callbacks WHERE call_id = $1",
-                call_id,
-            )
-        return None if result is None else _row(result)
+            for r in reversed(rows)
+        ]

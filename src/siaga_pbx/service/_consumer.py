@@ -49,7 +49,8 @@ from ._translate import (
 
 log = structlog.get_logger(__name__)
 
-Published = core.PublishCallEvent | core.PublishTakerState | core.AddCallback
+Published = core.PublishCallEvent | core.PublishTakerState | core.AddCallback | core.ResolveCallback
+_PUBLISHED = (core.PublishCallEvent, core.PublishTakerState, core.AddCallback, core.ResolveCallback)
 
 # Every command is declared once, in its core's ``Command`` union; what the
 # shell does with it is derived from there. Shell commands run here; the
@@ -61,6 +62,7 @@ _SHELL_CORE = (
     core.PublishCallEvent,
     core.PublishTakerState,
     core.AddCallback,
+    core.ResolveCallback,
 )
 _GLUE = (conference.HandOverCall, conference.ReturnCall)
 TelephonyCommand = core.Command | conference.ConferenceCommand
@@ -461,7 +463,7 @@ class CallService:
             handle = self._timers.pop(cmd.timer_id, None)
             if handle is not None:
                 handle.cancel()
-        elif isinstance(cmd, (core.PublishCallEvent, core.PublishTakerState, core.AddCallback)):
+        elif isinstance(cmd, _PUBLISHED):
             call_id = (
                 cmd.entry.call_id
                 if isinstance(cmd, core.AddCallback)

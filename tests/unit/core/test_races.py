@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from siaga_pbx.core import (
-    CallbackResolved,
     CallerHungUp,
     Event,
     HandsetAnswered,
@@ -32,7 +31,6 @@ STALE: list[Event] = [
     TimerFired("siaga-wrapup-t1"),
     TimerFired("not-ours"),
     TakerDeviceChanged("t9", reachable=False),
-    CallbackResolved("nobody"),
 ]
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from siaga_pbx.core import (
     CallbackEntry,
+    CallbackResolution,
     CallbackResolved,
     CallerHungUp,
     ConnectCall,
@@ -103,7 +104,7 @@ class TestAdoption:
         d = Driver()
         d.core.adopt_callback(CallbackEntry("c0", "0811", 1.0, 5.0, "main", "waiting"))
         assert [e["call_id"] for e in d.core.snapshot(9.0)["callbacks"]] == ["c0"]
-        d.feed(CallbackResolved("c0"), 9.0)
+        d.feed(CallbackResolved("c0", CallbackResolution.CALLED_BACK, "admin:x"), 9.0)
         assert d.core.snapshot(9.0)["callbacks"] == []
 
 

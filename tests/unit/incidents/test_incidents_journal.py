@@ -11,7 +11,13 @@ import pytest
 from siaga_pbx import core
 from siaga_pbx.adapters.incidents import IncidentJournal
 from siaga_pbx.incidents import IncidentRecorder, Outbox
-from siaga_pbx.incidents._ops import AppendTimeline, CloseCall, OpenIncident, RegisterRecording
+from siaga_pbx.incidents._ops import (
+    AppendTimeline,
+    CloseCall,
+    OpenIncident,
+    RegisterRecording,
+    ResolveCallbackEntry,
+)
 
 INCIDENT = "6f1c1f9e-0b7a-4f43-9a43-3f3f0f1f2a10"
 
@@ -114,3 +120,67 @@ async def test_a_missing_recording_is_journalled_as_failed_and_counted(tmp_path:
     assert (op.call_id, op.stage) == ("c9", "recording_failed")
     assert op.detail == {"name": "siaga-call-c9", "reason": "file missing"}
     assert missing == [1]
+
+
+def overflowed(call_id: str, at: float, **detail: str) -> core.PublishCallEvent:
+    return core.PublishCallEvent(call_id, core.CallStage.OVERFLOWED, at, dict(detail))
+
+
+async def test_an_overflow_to_another_queue_does_not_close_the_call(tmp_path: Path) -> None:
+    """A caller moved to the backup queue still waits: the timeline says so and
+    the call's row stays open, until the caller really leaves."""
+    moved = overflowed("c1", 5.0, from_queue="main", to_queue="backup", reason="wait")
+    feed: list[tuple[str, object]] = [
+        ("arrived", "c1"),
+        ("published", moved),
+        ("published", event("c1", core.CallStage.ABANDONED, 9.0)),
+    ]
+    ops, _ = await journal_ops(tmp_path, feed)
+    assert [type(op).__name__ for op in ops] == [
+        "OpenIncident",
+        "AppendTimeline",
+        "AppendTimeline",
+        "CloseCall",
+    ]
+    closed = ops[3]
+    assert isinstance(closed, CloseCall)
+    assert closed.ended_at == 9.0
+
+
+@pytest.mark.parametrize(
+    "detail",
+    [
+        {"from_queue": "main", "dial": "PJSIP/backup-centre", "reason": "wait"},
+        {"side": "fallback", "to": "dialplan-fallback", "reason": "service stopping"},
+    ],
+    ids=["dial-target", "dialplan-fallback"],
+)
+async def test_an_overflow_out_of_the_centre_closes_the_call(
+    tmp_path: Path, detail: dict[str, str]
+) -> None:
+    """A redirect to a dial string or to the dialplan fallback ends the call here."""
+    feed: list[tuple[str, object]] = [
+        ("arrived", "c1"),
+        ("published", overflowed("c1", 5.0, **detail)),
+    ]
+    ops, _ = await journal_ops(tmp_path, feed)
+    assert [type(op).__name__ for op in ops] == ["OpenIncident", "AppendTimeline", "CloseCall"]
+    closed = ops[2]
+    assert isinstance(closed, CloseCall)
+    assert closed.ended_at == 5.0
+
+
+async def test_a_resolved_callback_is_journalled(tmp_path: Path) -> None:
+    """The core's ResolveCallback becomes one outbox op with how, who, when and the note."""
+    async with Outbox(tmp_path / "outbox.sqlite3") as outbox:
+        journal = IncidentJournal(IncidentRecorder(outbox), tmp_path)
+        resolved = core.ResolveCallback(
+            "c1", core.CallbackResolution.UNREACHABLE, "taker:ab12", 50.0, "three tries"
+        )
+        journal.published(resolved, INCIDENT)
+        writer = asyncio.create_task(journal.run())
+        await asyncio.wait_for(journal.flush(), 10)
+        writer.cancel()
+        assert [e.op for e in await outbox.peek(10)] == [
+            ResolveCallbackEntry("c1", "unreachable", "taker:ab12", 50.0, "three tries")
+        ]

@@ -17,7 +17,7 @@ from siaga_pbx.adapters.conference import add_conference_routes
 from siaga_pbx.adapters.http import make_app
 from siaga_pbx.adapters.metrics import Metrics
 from siaga_pbx.adapters.telephony import handled_types
-from siaga_pbx.incidents import IncidentStore, add_incident_routes
+from siaga_pbx.incidents import IncidentStore, add_callback_routes, add_incident_routes
 from siaga_pbx.runtime import shutdown_steps
 from siaga_pbx.service import (
     TELEPHONY_COMMANDS,
@@ -219,8 +219,10 @@ class TestRefusalsAnswer:
             health=dict,
         )
         add_conference_routes(app, service.conferences, service.submit)
-        add_incident_routes(
-            app, IncidentStore("postgresql://127.0.0.1:1/none"), {"t-admin": "admin"}
+        store = IncidentStore("postgresql://127.0.0.1:1/none")
+        add_incident_routes(app, store, {"t-admin": "admin"})
+        add_callback_routes(
+            app, store=store, submit=service.submit, holds=service.distributor.holds_callback
         )
         async with TestClient(TestServer(app)) as c:
             yield c
@@ -300,6 +302,7 @@ class TestOneCommandList:
             core.PublishCallEvent,
             core.PublishTakerState,
             core.AddCallback,
+            core.ResolveCallback,
             conference.HandOverCall,
             conference.ReturnCall,
         }
