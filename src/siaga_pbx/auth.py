@@ -42,10 +42,14 @@ class Tokens:
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """Who made a request."""
+    """Who made a request. A configuration token has no user: ``user_id`` and
+    ``username`` stay empty and ``who`` names the token by role and fingerprint."""
 
     role: str
-    who: str  # "role:fingerprint", for audit entries
+    who: str  # "role:fingerprint" for a token; the username for a person
+    user_id: str = ""
+    username: str = ""
+    display_name: str = ""
 
 
 class AuthError(Exception):
