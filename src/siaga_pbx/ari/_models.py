@@ -44,6 +44,8 @@ __all__ = [
     "ChannelLeftBridge",
     "ChannelStateChange",
     "ChannelVarset",
+    "ContactInfo",
+    "ContactStatusChange",
     "DeviceState",
     "DeviceStateChanged",
     "Dial",
@@ -156,6 +158,16 @@ class Endpoint(_Model):
     resource: str
     channel_ids: tuple[str, ...]
     state: str | None = None
+
+
+class ContactInfo(_Model):
+    """ARI ``ContactInfo``: one SIP contact of an endpoint and its qualify status
+    ("Reachable", "Unreachable", "Unknown", "NonQualified", "Removed")."""
+
+    uri: str
+    contact_status: str
+    aor: str
+    roundtrip_usec: str | None = None
 
 
 class DeviceState(_Model):
@@ -294,6 +306,14 @@ class EndpointStateChange(_Event):
     endpoint: Endpoint
 
 
+class ContactStatusChange(_Event):
+    """A contact's qualify status changed; ``endpoint`` lists the channels it has now."""
+
+    type: Literal["ContactStatusChange"]
+    endpoint: Endpoint
+    contact_info: ContactInfo
+
+
 class DeviceStateChanged(_Event):
     type: Literal["DeviceStateChanged"]
     device_state: DeviceState
@@ -339,6 +359,7 @@ KnownEvent: TypeAlias = Annotated[
     | RecordingFinished
     | RecordingFailed
     | EndpointStateChange
+    | ContactStatusChange
     | DeviceStateChanged
     | ApplicationReplaced
     | BridgeCreated

@@ -70,6 +70,12 @@ variables ``SIAGA_PARTY`` = ``<kind>:<who>:<origin>``, set at the ring, and
 ``SIAGA_ROLE``, set at each join and role change), so a restarted service
 rebuilds each call's parties with ``adopt`` (see ``siaga_pbx.recovery``).
 
+A party whose phone vanishes (``PartyLost``: its SIP contact stopped answering
+qualify, no BYE came) is hung up: a ringing leg fails with reason
+``handset-lost`` (and the dispatch moves on), a joined one leaves the call
+(DISPATCHER_LEFT, ``reason: handset-lost``, ``failed: true``), exactly as if
+it had hung up otherwise.
+
 Races: an answer for a leg we cancelled is hung up; events for unknown legs,
 snoops, calls or timers are ignored.
 """
@@ -124,6 +130,7 @@ from ._events import (
     PartyAnswered,
     PartyCommandFailed,
     PartyGone,
+    PartyLost,
     RemoveAgency,
     SetRole,
     SnoopReady,
@@ -133,6 +140,7 @@ from ._events import (
 
 KEY_TIMEOUT_S: Final = 5.0
 SUPERVISOR_RING_S: Final = 30.0
+LOST: Final = "handset-lost"  # a leg whose phone vanished (PartyLost)
 _Detail = dict[str, str | int | float | bool]
 _Kind = Literal["dispatcher", "supervisor"]
 
@@ -244,6 +252,8 @@ class Conferences:
                 return self._answered(event.leg_id, now)
             case PartyGone():
                 return self._gone(event.leg_id, ring_failure(event.cause).value, now)
+            case PartyLost():
+                return self._lost(event, now)
             case SnoopReady():
                 return [BridgeSnoop(event.snoop_id)] if event.snoop_id in self._snoops else []
             case DirectoryChanged():
@@ -791,6 +801,18 @@ class Conferences:
         conf = self._calls[call_id]
         return self._remove_party(conf, conf.parties[leg], "hung-up", now, tone=True, hangup=False)
 
+    def _lost(self, ev: PartyLost, now: float) -> list[Command]:
+        """The leg's phone is gone, but Asterisk still holds the leg: hang it up
+        (its PartyGone then finds nothing) and end it as a failure."""
+        leg = ev.leg_id
+        if leg in self._ringing:
+            return [CancelParty(leg), *self._gone(leg, LOST, now)]
+        call_id = self._joined.get(leg)
+        if call_id is None:
+            return []  # a leg we already let go
+        conf = self._calls[call_id]
+        return self._remove_party(conf, conf.parties[leg], LOST, now, tone=True, failed=True)
+
     def _remove_party(
         self,
         conf: Conference,
@@ -800,6 +822,7 @@ class Conferences:
         *,
         tone: bool,
         hangup: bool = True,
+        failed: bool = False,
     ) -> list[Command]:
         del conf.parties[p.leg_id]
         del self._joined[p.leg_id]
@@ -811,7 +834,7 @@ class Conferences:
             cmds.append(DropSnoop(p.snoop_id))
         if tone and p.in_bridge:
             cmds.append(self._tone(conf.call_id, Tone.LEFT))
-        cmds.append(self._joined_event(conf, p, "left", now, reason=reason))
+        cmds.append(self._joined_event(conf, p, "left", now, reason=reason, failed=failed))
         if self._calls.get(conf.call_id) is conf:  # not while the whole call ends
             cmds += self._return_if_alone(conf, now)
         return cmds
@@ -885,11 +908,20 @@ class Conferences:
         return self._event(conf.call_id, stage, now, body)
 
     def _joined_event(
-        self, conf: Conference, p: Party, how: str, now: float, reason: str = ""
+        self,
+        conf: Conference,
+        p: Party,
+        how: str,
+        now: float,
+        reason: str = "",
+        *,
+        failed: bool = False,
     ) -> PublishCallEvent:
         body: _Detail = {"leg_id": p.leg_id, "endpoint": p.endpoint}
         if reason:
             body["reason"] = reason
+        if failed:
+            body["failed"] = True
         if how == "left":
             body["in_call_s"] = round(now - p.joined_at, 3)
         if p.kind == "supervisor":

@@ -201,6 +201,18 @@ class PartyGone:
 
 
 @dataclass(frozen=True, slots=True)
+class PartyLost:
+    """A party's phone stopped answering SIP (its contact became unreachable)
+    while ringing or in the call: gone without a BYE, its leg still up in
+    Asterisk."""
+
+    leg_id: str
+
+    def __post_init__(self) -> None:
+        _check_id("leg_id", self.leg_id)
+
+
+@dataclass(frozen=True, slots=True)
 class SnoopReady:
     """A snoop channel we asked for entered our app."""
 
@@ -280,6 +292,7 @@ Event = Union[  # noqa: UP007 - same shape as the distribution core's contract
     EndSupervision,
     PartyAnswered,
     PartyGone,
+    PartyLost,
     SnoopReady,
     DirectoryChanged,
     PartyCommandFailed,

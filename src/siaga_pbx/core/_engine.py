@@ -78,6 +78,12 @@ we have already finished are normal, and are answered safely:
 - ``HandsetFailed``/``HandsetRinging`` for an offer already ended: ignored.
 - ``HandsetHungUp`` for an unknown or released handset: ignored. For a
   still-ringing offer it counts as a no-answer.
+- ``HandsetLost`` (the handset's SIP contact stopped answering qualify, so the
+  phone is gone without a BYE): for a connected call a drop like any other
+  (the caller back to the head of the queue, offered to someone else), with
+  ``reason: handset-lost`` in TAKER_LEFT, the dead channel released and the
+  taker blocked as after an unreachable ring; for a ringing offer an
+  UNREACHABLE failure; for anything else ignored.
 - ``TimerFired`` for a timer we cancelled or for a finished call: ignored.
 - ``CallerHungUp``/``PromptFinished`` for an unknown call or an old playback:
   ignored. A caller we redirected away is forgotten when their hangup comes.
@@ -175,6 +181,7 @@ from ._events import (
     HandsetFailed,
     HandsetFailure,
     HandsetHungUp,
+    HandsetLost,
     HandsetRinging,
     PromptFinished,
     TakerDeviceChanged,
@@ -190,6 +197,7 @@ from ._takers import TAKER_TRANSITIONS, Taker, TakerInput
 
 DEVICE_RECHECK_S: Final = 30.0  # a blocked taker is rung again after this at the latest
 MISSED_CALLS: Final = "missed-calls"  # pause reason after max_misses
+HANDSET_LOST: Final = "handset-lost"  # the drop reason when a handset vanished mid-call
 _REDIRECT_MEMORY: Final = 1000  # redirected callers remembered, for RedirectCaller failures
 # Pending callbacks held in memory at most (the record, PostgreSQL, keeps all):
 # about 200 bytes each, so the live list stays well under 1 MB.
@@ -267,6 +275,8 @@ class Distributor:
                 cmds = self._handset_failed(event.attempt_id, event.reason, now)
             case HandsetHungUp():
                 cmds = self._handset_hung_up(event, now)
+            case HandsetLost():
+                cmds = self._handset_lost(event, now)
             case TakerDeviceChanged():
                 cmds = self._device_changed(event)
             case TakerLoggedIn():
@@ -870,18 +880,45 @@ class Distributor:
         if call_id is None:
             return []  # a handset we released, or never knew
         c = self._callers[call_id]
-        tid = c.taker_id
-        assert tid is not None  # connected
         if ev.cause == NORMAL_CLEARING and not self._queue_of(c).requeue_on_taker_hangup:
             # The taker ended the call deliberately (a plain BYE): it is over.
             return self._connected_call_ended(c, "taker", ev.cause, now)
-        c.attempt_id = c.taker_id = c.answered_at = None
         # A drop (any other cause: network, handset failure) or a centre that
         # requeues on every taker hangup: the caller's side stays up and goes
         # back to the queue. The caller is never cut off by a failure of ours.
-        left: _Detail = {"taker_id": tid, "cause": ev.cause, "side": "taker"}
+        return self._dropped(c, {"cause": ev.cause}, "taker-left", now)
+
+    def _handset_lost(self, ev: HandsetLost, now: float) -> list[Command]:
+        aid = ev.attempt_id
+        if aid in self._offers:  # ringing a phone that is gone: as an unreachable ring
+            failure = HandsetFailure.UNREACHABLE.value
+            return self._end_offer(aid, _I.RING_FAILED, now, cancel_ring=True, failure=failure)
+        call_id = self._connected.pop(aid, None)
+        if call_id is None:
+            return []  # a handset we released, or never knew
+        c = self._callers[call_id]
+        tid = c.taker_id
+        assert tid is not None  # connected
+        # Asterisk still holds the dead channel (nothing sent a BYE): release
+        # it; its later ChannelDestroyed finds nothing connected and is ignored.
+        why: _Detail = {"reason": HANDSET_LOST, "evidence": ev.evidence}
+        cmds: list[Command] = [ReleaseHandset(aid), *self._dropped(c, why, HANDSET_LOST, now)]
+        # Not rung again until its device state says reachable (or the recheck).
+        taker = self._takers[tid]
+        if not taker.blocked:
+            taker.blocked = True
+            cmds.append(self._start_timer(_Timer.DEVICE, tid, now + DEVICE_RECHECK_S))
+        return cmds
+
+    def _dropped(self, c: Caller, why: _Detail, reason: str, now: float) -> list[Command]:
+        """The taker's side of a connected call is gone without ending it: the
+        caller goes back to the queue (TAKER_LEFT carries ``why``)."""
+        tid = c.taker_id
+        assert tid is not None  # connected
+        c.attempt_id = c.taker_id = c.answered_at = None
+        left: _Detail = {"taker_id": tid, **why, "side": "taker"}
         cmds: list[Command] = [self._call_event(c, CallStage.TAKER_LEFT, now, left)]
-        cmds += self._requeue(c, "taker-left", now)
+        cmds += self._requeue(c, reason, now)
         # Offer the caller to someone else first; the same taker only when
         # nobody else is free (``tried`` is a preference, never a block).
         c.tried.add(tid)

@@ -177,6 +177,20 @@ class HandsetHungUp:
 
 
 @dataclass(frozen=True, slots=True)
+class HandsetLost:
+    """The handset of an offer stopped answering SIP (its contact became
+    unreachable) while ringing or in a call: the phone is gone without a BYE.
+    Unlike ``HandsetHungUp`` the channel is still up in Asterisk: the core
+    releases it. ``evidence`` says how the loss was seen, for the timeline."""
+
+    attempt_id: str
+    evidence: str = "contact-unreachable"
+
+    def __post_init__(self) -> None:
+        _check_id("attempt_id", self.attempt_id)
+
+
+@dataclass(frozen=True, slots=True)
 class TakerDeviceChanged:
     """SIP device state of a taker's handset changed.
 
@@ -330,6 +344,7 @@ Event = Union[  # noqa: UP007 - contract: kept as written
     HandsetAnswered,
     HandsetFailed,
     HandsetHungUp,
+    HandsetLost,
     TakerDeviceChanged,
     TakerLoggedIn,
     TakerLoggedOut,

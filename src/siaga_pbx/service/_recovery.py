@@ -348,6 +348,11 @@ async def _subscribe_takers(service: CallService, rest: ari.AriRest, app: str) -
             await service.feed(
                 core.TakerDeviceChanged(taker, reachable=ep.state != "offline", in_use=in_use)
             )
+    # "endpoint:" with no name: the state and contact-status messages of every
+    # endpoint, and (unlike one endpoint's subscription) none of its channels'.
+    # ContactStatusChange is how a handset that vanished mid-call is found
+    # (service._handsets); the caller's trunk is never qualified.
+    await rest.subscribe(app, "endpoint:")
 
 
 async def _drop_endpoint_subscription(

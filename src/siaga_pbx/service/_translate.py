@@ -31,6 +31,7 @@ import structlog
 
 from .. import ari, callerid, conference, core, ids
 from ..ids import ChannelKind
+from . import _handsets
 
 log = structlog.get_logger(__name__)
 
@@ -44,6 +45,7 @@ EVENTS_USED = frozenset(
         "ChannelDestroyed",
         "ChannelDtmfReceived",
         "ChannelStateChange",
+        "ContactStatusChange",
         "DeviceStateChanged",
         "PlaybackFinished",
         "StasisEnd",
@@ -160,6 +162,8 @@ def translate(event: ari.Event, taker_for: TakerLookup, default_queue: str) -> l
         if call_id is None or not ids.is_safe_id(event.playback.id):
             return []
         return [core.PromptFinished(call_id=call_id, playback_id=event.playback.id)]
+    if isinstance(event, ari.ContactStatusChange):
+        return _lost(event)
     if isinstance(event, ari.DeviceStateChanged):
         device = event.device_state
         taker = taker_for(device.name)
@@ -220,6 +224,21 @@ def _left(event: ari.StasisEnd | ari.ChannelDestroyed) -> list[Translated]:
         return []
     # StasisEnd comes first; each core ignores the second report.
     return [conference.CallerLeft(chan.id, cause), core.CallerHungUp(call_id=chan.id, cause=cause)]
+
+
+def _lost(event: ari.ContactStatusChange) -> list[Translated]:
+    """A handset gone without a BYE (``service._handsets``: its contact stopped
+    answering qualify). A taker's offer on it is a drop for the distribution
+    core; a dispatcher's or supervisor's leg a failed leg for the conference
+    core. Nothing else on the endpoint is touched, so never a caller."""
+    out: list[Translated] = []
+    for chan_id in _handsets.lost_channels(event):
+        kind = ids.classify(chan_id)
+        if kind is ChannelKind.OFFER:
+            out.append(core.HandsetLost(chan_id))
+        elif kind is ChannelKind.LEG:
+            out.append(conference.PartyLost(chan_id))
+    return out
 
 
 def feature_event(req: FeatureRequest) -> core.Event | None:
