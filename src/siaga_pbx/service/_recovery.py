@@ -351,8 +351,17 @@ async def _subscribe_takers(service: CallService, rest: ari.AriRest, app: str) -
     # "endpoint:" with no name: the state and contact-status messages of every
     # endpoint, and (unlike one endpoint's subscription) none of its channels'.
     # ContactStatusChange is how a handset that vanished mid-call is found
-    # (service._handsets); the caller's trunk is never qualified.
-    await rest.subscribe(app, "endpoint:")
+    # (service._handsets); the caller's trunk is never qualified. A refusal
+    # costs that detection only, never the resync (calls matter more); a
+    # timeout or 5xx fails the resync, which is retried.
+    try:
+        await rest.subscribe(app, "endpoint:")
+    except (ari.AriNotFound, ari.AriBadRequest) as exc:
+        log.error(  # noqa: TRY400 - not a bug of ours: Asterisk refused
+            "recovery.contact_status_unavailable",
+            error=str(exc)[:200],
+            hint="a handset that vanishes mid-call will not be noticed (docs/HANDSETS.md)",
+        )
 
 
 async def _drop_endpoint_subscription(

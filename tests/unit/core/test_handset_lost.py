@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from siaga_pbx.core import (
-    DEVICE_RECHECK_S,
     CallStage,
     CancelRing,
     CancelTimer,
@@ -57,7 +56,7 @@ class TestHandsetLost:
             StartHold("c1", HoldMode.RINGBACK, "default"),
             PublishTakerState("t1", TakerStatus.AVAILABLE, 20.0),
         ]
-        assert StartTimer("siaga-device-t1", 20.0 + DEVICE_RECHECK_S) in cmds
+        assert StartTimer("siaga-device-t1", 20.0 + 30.0) in cmds  # the device recheck
         assert rings(cmds) == ["t2"]
         assert d.connected() == []
         assert d.waiting()[0]["call_id"] == "c1"
