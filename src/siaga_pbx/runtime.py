@@ -95,6 +95,7 @@ class Runtime:
                 telephony=AriTelephony(rest, s.ari.app, s.prompts),
                 observers=[self.journal, metrics],
                 on_command_failed=metrics.command_failed,
+                on_core_handled=metrics.core_handled,
                 resync=lambda svc: resynchronise(svc, rest, s.ari.app),
             )
             self.service = service
@@ -113,11 +114,13 @@ class Runtime:
                 lambda: service.distributor.snapshot(time.time()),
                 lambda: {
                     "siaga_outbox_pending": float(outbox.pending),
+                    "siaga_ari_connected": float(bool(self.stream and self.stream.connected)),
+                    "siaga_inbox_depth": float(service.inbox.qsize()),
+                },
+                counters=lambda: {
                     "siaga_ari_reconnects_total": float(
                         self.stream.reconnects if self.stream else 0
                     ),
-                    "siaga_ari_connected": float(bool(self.stream and self.stream.connected)),
-                    "siaga_inbox_depth": float(service.inbox.qsize()),
                 },
             )
             app = make_app(

@@ -1,9 +1,12 @@
 """Ops artefacts: Prometheus config, recording rules and alerts, and the Grafana dashboard.
 
 The Prometheus checks run Debian's ``promtool`` (package ``prometheus``); a missing
-promtool FAILS these tests, it never skips them. The dashboard checks build the
-service's own ``Metrics`` registry in-process, so a panel or rule that names a metric
-the service does not export is caught here rather than as an empty panel in the ops room.
+promtool FAILS these tests, it never skips them. The dashboard checks scrape the
+service's own ``Metrics`` registry in-process, watching a real core with callers
+waiting, a connected call, an abandon and an overflow (``_live.busy_centre``), so a
+panel or rule that names a metric, a label or a label value the service does not
+export is caught here rather than as an empty panel in the ops room; and the alert
+conditions are evaluated by promtool on series scraped from that real state.
 
 The rules file is read with a few regular expressions rather than a YAML parser (the
 project does not depend on one): its header says which two ``expr`` forms it uses.
@@ -19,10 +22,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import prometheus_client
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from siaga_pbx.adapters.metrics import Metrics
+from ._live import busy_centre
 
 REPO = Path(__file__).resolve().parents[2]
 PROM_DIR = REPO / "ops" / "prometheus"
@@ -36,17 +39,14 @@ RUNTIME_SRC = REPO / "src" / "siaga_pbx" / "runtime.py"
 COMPOSE = REPO / "docker" / "compose.yaml"
 
 INSTALL_HINT = "apt-get install -y --no-install-recommends prometheus"
-# Gauges that runtime.py adds to the registry through Metrics.watch(extra=...).
-RUNTIME_GAUGES = frozenset(
-    {
-        "siaga_outbox_pending",
-        "siaga_ari_reconnects_total",
-        "siaga_ari_connected",
-        "siaga_inbox_depth",
-    }
-)
+# Gauges and counters that runtime.py adds to the registry through Metrics.watch(...).
+RUNTIME_GAUGES = frozenset({"siaga_outbox_pending", "siaga_ari_connected", "siaga_inbox_depth"})
+RUNTIME_COUNTERS = frozenset({"siaga_ari_reconnects_total"})
 # Series that Prometheus itself makes.
 PROMETHEUS_BUILTINS = frozenset({"up", "ALERTS", "ALERTS_FOR_STATE"})
+# Labels Prometheus attaches to every scraped series (prometheus.yml: job, instance and
+# the static ``service`` label).
+TARGET_LABELS = frozenset({"job", "instance", "service"})
 PROMQL_WORDS = frozenset(
     {"by", "without", "on", "ignoring", "group_left", "group_right", "bool"}
     | {"and", "or", "unless", "offset", "inf", "nan", "atan2"}
@@ -96,20 +96,81 @@ def expand_family(name: str, kind: str) -> set[str]:
 
 
 def runtime_gauge_names() -> set[str]:
-    """The gauge names runtime.py passes to ``Metrics.watch`` (read from its source)."""
+    """The gauge and counter names runtime.py passes to ``Metrics.watch`` (from its source)."""
     source = RUNTIME_SRC.read_text(encoding="utf-8")
     return set(re.findall(r"\"(siaga_[a-z0-9_]+)\"\s*:", source))
 
 
+def runtime_counter_names() -> set[str]:
+    """The names runtime.py passes to ``Metrics.watch`` as counters (the ``counters=`` dict)."""
+    source = RUNTIME_SRC.read_text(encoding="utf-8")
+    match = re.search(r"counters=lambda: \{(.*?)\}", source, flags=re.DOTALL)
+    return set(re.findall(r"\"(siaga_[a-z0-9_]+)\"\s*:", match.group(1))) if match else set()
+
+
 def exported_series_names() -> set[str]:
     """Every series name the service can export: its Metrics registry plus runtime gauges."""
-    metrics = Metrics()
-    metrics.watch(lambda: {"queues": [], "takers": [], "callbacks": []}, dict)
-    text = prometheus_client.generate_latest(metrics.registry).decode()
+    text = busy_centre().scrape()
     names: set[str] = set()
     for match in re.finditer(r"^# TYPE (\S+) (\S+)$", text, flags=re.MULTILINE):
         names |= expand_family(match.group(1), match.group(2))
     return names | runtime_gauge_names()
+
+
+def exported_labels() -> dict[str, dict[str, set[str]]]:
+    """For each series name of a scrape of real state: its label names and their values."""
+    labels: dict[str, dict[str, set[str]]] = {}
+    for family in text_string_to_metric_families(busy_centre().scrape()):
+        for sample in family.samples:
+            found = labels.setdefault(sample.name, {})
+            for key, value in sample.labels.items():
+                found.setdefault(key, set()).add(value)
+    return labels
+
+
+def selectors(expr: str) -> Iterator[tuple[str, list[tuple[str, str, str]]]]:
+    """Each ``name{matchers}`` in a PromQL expression: the name and its (label, op, value)."""
+    for match in re.finditer(r"(?<![\w:])([A-Za-z_][\w:]*)\{([^}]*)\}", expr):
+        matchers = re.findall(r'(\w+)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"', match.group(2))
+        yield match.group(1), matchers
+
+
+def grouped_labels(expr: str) -> Iterator[tuple[str, list[str]]]:
+    """Each ``by (labels)`` applied straight to one series (through functions such as rate)."""
+    pattern = r"\bby\s*\(([^)]*)\)\s*\((?:\s*[a-z_]+\()*\s*([A-Za-z_][\w:]*)"
+    for match in re.finditer(pattern, expr):
+        yield match.group(2), [name.strip() for name in match.group(1).split(",") if name.strip()]
+
+
+def label_problems(exprs: list[tuple[str, str]]) -> dict[str, list[str]]:
+    """Label names and literal label values that the service's series do not carry."""
+    exported = exported_labels()
+    problems: dict[str, list[str]] = {}
+    for where, expr in exprs:
+        found: list[str] = []
+        for name, matchers in selectors(expr):
+            if ":" in name or name in PROMETHEUS_BUILTINS:
+                continue  # recording rules and Prometheus's own series
+            carried = exported.get(name, {})
+            for label, op, value in matchers:
+                if label in TARGET_LABELS:
+                    continue
+                if label not in carried:
+                    found.append(f"{name} has no label {label!r}")
+                elif op == "=" and value not in carried[label] and "$" not in value:
+                    found.append(f"{name}{{{label}={value!r}}} is never exported")
+        for name, labels in grouped_labels(expr):
+            if ":" in name or name in PROMETHEUS_BUILTINS:
+                continue
+            carried = exported.get(name, {})
+            found += [
+                f"{name} has no label {label!r} to group by"
+                for label in labels
+                if label not in carried and label not in TARGET_LABELS
+            ]
+        if found:
+            problems[where] = found
+    return problems
 
 
 def promql_series_names(expr: str) -> set[str]:
@@ -269,6 +330,88 @@ class TestPromtool:
         assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+# --------------------------------------------------------------------------- real state
+
+
+def series_key(name: str, labels: dict[str, str]) -> str:
+    """A series in promtool's input notation: ``name{label="value",...}``."""
+    if not labels:
+        return name
+    return name + "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
+
+
+class TestRealScrape:
+    """Scrapes of a real core's state pass promtool and make the queue alerts fire."""
+
+    def test_scrape_passes_promtool_check_metrics(self) -> None:
+        """`promtool check metrics` finds no problem in a scrape of a busy centre."""
+        proc = subprocess.run(
+            [find_promtool(), "check", "metrics"],
+            input=busy_centre().scrape(),
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    def test_queue_alert_conditions_hold_on_real_series(self, tmp_path: Path) -> None:
+        """Series scraped every 5 s from a centre where callers wait and nobody is free
+        satisfy the conditions of SiagaCallerWaitingTooLong and SiagaNoTakerFreeWhileCallersWait,
+        with the exact waits and count (promtool evaluates the rules file's own expressions)."""
+        live = busy_centre()  # t = 70 s: c3 waits in main since 30 s, c2 in backup since 5 s
+        wanted = ("siaga_callers_waiting", "siaga_oldest_wait_seconds", "siaga_takers")
+        history: dict[str, list[float]] = {}
+        for step in range(7):  # scrapes at 70, 75, ... 100 s, as Prometheus would take them
+            live.advance(70.0 + 5 * step)
+            for family in text_string_to_metric_families(live.scrape()):
+                for sample in family.samples:
+                    if sample.name in wanted:
+                        key = series_key(sample.name, sample.labels)
+                        history.setdefault(key, []).append(sample.value)
+        blocks = alert_blocks()
+        waiting_too_long = rule_exprs(blocks["SiagaCallerWaitingTooLong"])[0]
+        nobody_free = rule_exprs(blocks["SiagaNoTakerFreeWhileCallersWait"])[0]
+        test = {
+            "rule_files": [str(RULES)],
+            "evaluation_interval": "5s",
+            "tests": [
+                {
+                    "interval": "5s",
+                    "input_series": [
+                        {"series": key, "values": " ".join(f"{v:g}" for v in values)}
+                        for key, values in history.items()
+                    ],
+                    "promql_expr_test": [
+                        {
+                            "expr": waiting_too_long,
+                            "eval_time": "15s",  # t = 85 s (c3 overflows at 90 s)
+                            "exp_samples": [
+                                {"labels": '{queue="main"}', "value": 55},
+                                {"labels": '{queue="backup"}', "value": 80},
+                            ],
+                        },
+                        {
+                            "expr": nobody_free,
+                            "eval_time": "15s",
+                            "exp_samples": [{"labels": "{}", "value": 2}],
+                        },
+                    ],
+                }
+            ],
+        }
+        path = tmp_path / "real-state.test.yml"
+        path.write_text(json.dumps(test))  # JSON is YAML
+        proc = subprocess.run(
+            [find_promtool(), "test", "rules", str(path)],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 # --------------------------------------------------------------------------- rules content
 
 
@@ -277,7 +420,19 @@ class TestRules:
 
     def test_runtime_gauges_are_still_registered(self) -> None:
         """runtime.py still registers the gauges the dashboard and alerts rely on."""
-        assert runtime_gauge_names() >= RUNTIME_GAUGES
+        assert runtime_gauge_names() >= RUNTIME_GAUGES | RUNTIME_COUNTERS
+
+    def test_runtime_totals_are_registered_as_counters(self) -> None:
+        """Every ``_total`` name runtime.py registers is a counter, never a gauge."""
+        totals = {name for name in runtime_gauge_names() if name.endswith("_total")}
+        assert totals >= RUNTIME_COUNTERS
+        assert runtime_counter_names() == totals
+
+    def test_rules_use_only_exported_labels(self) -> None:
+        """Every label a rule selects or groups by is carried by the series it names."""
+        exprs = [(f"rule {n}", e) for n, e in enumerate(rule_exprs(RULES.read_text()))]
+        problems = label_problems(exprs)
+        assert not problems, f"rules use labels the service does not export: {problems}"
 
     def test_rules_use_only_exported_metrics(self, exported: set[str]) -> None:
         """Every rule expression names exported series, recording rules or Prometheus built-ins."""
@@ -373,6 +528,23 @@ class TestDashboard:
             if promql_series_names(expr) - known
         }
         assert not problems, f"panels query series the service does not export: {problems}"
+
+    def test_panels_use_only_exported_labels(self, dashboard: dict[str, Any]) -> None:
+        """Every label a panel selects or groups by is carried by the series it names."""
+        problems = label_problems(panel_exprs(dashboard))
+        assert not problems, f"panels use labels the service does not export: {problems}"
+
+    def test_abandon_wait_panel_follows_the_queue_variable(self, dashboard: dict[str, Any]) -> None:
+        """The abandon-wait panel is filtered by the queue chosen at the top, like its row."""
+        exprs = [e for _, e in panel_exprs(dashboard) if "siaga_abandon_wait_seconds" in e]
+        assert exprs
+        assert all('siaga_abandon_wait_seconds_bucket{queue=~"$queue"}' in e for e in exprs)
+
+    def test_process_panels_read_the_service_job(self, dashboard: dict[str, Any]) -> None:
+        """The service's memory and open-FD panels read its process series, not Prometheus's."""
+        exprs = " ".join(e for _, e in panel_exprs(dashboard))
+        for name in ("process_resident_memory_bytes", "process_open_fds"):
+            assert f'{name}{{job="siaga-pbx"}}' in exprs, name
 
     def test_recording_rules_used_in_panels_exist(self, dashboard: dict[str, Any]) -> None:
         """Every recording-rule name (level:metric:op) in a panel is defined in the rules file."""

@@ -2,7 +2,10 @@
 
 Counters and histograms follow the core's published timeline; gauges that
 describe "now" (callers waiting, takers by status) are read from the core's
-snapshot at scrape time, so they can never drift from the truth.
+snapshot at scrape time, so they can never drift from the truth. Counts kept
+elsewhere (the ARI stream's reconnections) are also read at scrape time, and
+exported as counters. The registry also carries the process collector (RSS,
+open file descriptors, CPU), for the ops room's host view.
 
 The answer-time histogram buckets match the standards ops report against:
 NFPA 1225 (90 % within 10 s) and NENA (90 % within 15 s, 95 % within 20 s).
@@ -14,8 +17,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from .. import core
@@ -28,13 +31,15 @@ class _LiveCollector(Collector):
         self,
         snapshot: Callable[[], dict[str, Any]],
         extra: Callable[[], dict[str, float]],
+        counters: Callable[[], dict[str, float]],
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._snapshot = snapshot
         self._extra = extra
+        self._counters = counters
         self._clock = clock
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         snap = self._snapshot()
         waiting = GaugeMetricFamily(
             "siaga_callers_waiting", "Callers waiting in a queue", labels=["queue"]
@@ -43,11 +48,10 @@ class _LiveCollector(Collector):
             "siaga_oldest_wait_seconds", "Longest current wait in a queue", labels=["queue"]
         )
         for q in snap.get("queues", []):
-            callers = q.get("callers", [])
+            # Only the callers still waiting: a connected call is no longer waiting.
+            callers = q["waiting"]
             waiting.add_metric([q["name"]], len(callers))
-            oldest.add_metric(
-                [q["name"]], max((c.get("wait_s", 0.0) for c in callers), default=0.0)
-            )
+            oldest.add_metric([q["name"]], max((c["wait_s"] for c in callers), default=0.0))
         takers = GaugeMetricFamily("siaga_takers", "Call takers by status", labels=["status"])
         counts = {s.value: 0 for s in core.TakerStatus}
         for t in snap.get("takers", []):
@@ -69,6 +73,11 @@ class _LiveCollector(Collector):
             g = GaugeMetricFamily(name, name.replace("_", " "))
             g.add_metric([], value)
             yield g
+        for name, value in self._counters().items():
+            # a counter family is named without "_total"; its sample carries it
+            yield CounterMetricFamily(
+                name.removesuffix("_total"), name.replace("_", " "), value=value
+            )
 
 
 class Metrics:
@@ -77,6 +86,7 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        ProcessCollector(registry=r)  # process_resident_memory_bytes, process_open_fds, ...
         self.arrived = Counter(
             "siaga_calls_arrived", "112 calls that reached the system", ["queue"], registry=r
         )
@@ -105,6 +115,7 @@ class Metrics:
         self.abandon_seconds = Histogram(
             "siaga_abandon_wait_seconds",
             "How long abandoning callers waited",
+            ["queue"],
             buckets=ANSWER_BUCKETS,
             registry=r,
         )
@@ -116,7 +127,7 @@ class Metrics:
         )
         self.handle_seconds = Histogram(
             "siaga_core_handle_seconds",
-            "Time to handle one event in the core and run its commands",
+            "Time the distribution core takes to handle one event",
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
             registry=r,
         )
@@ -128,9 +139,20 @@ class Metrics:
         self._arrivals: dict[str, tuple[float, str]] = {}
 
     def watch(
-        self, snapshot: Callable[[], dict[str, Any]], extra: Callable[[], dict[str, float]]
+        self,
+        snapshot: Callable[[], dict[str, Any]],
+        extra: Callable[[], dict[str, float]],
+        counters: Callable[[], dict[str, float]] = dict,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        self.registry.register(_LiveCollector(snapshot, extra))
+        """Read the core's snapshot, and ``extra`` gauges and ``counters`` (each a
+        name to its current value; a counter's value must never go down), at
+        every scrape. ``clock`` must be the clock the snapshot is taken with."""
+        self.registry.register(_LiveCollector(snapshot, extra, counters, clock))
+
+    def core_handled(self, seconds: float) -> None:
+        """The core took ``seconds`` to handle one event."""
+        self.handle_seconds.observe(seconds)
 
     # ---- Observer -----------------------------------------------------
 
@@ -152,7 +174,7 @@ class Metrics:
                 del self._arrivals[item.call_id]
         elif stage is core.CallStage.ABANDONED:
             self.abandoned.labels(queue=queue).inc()
-            self.abandon_seconds.observe(max(0.0, item.at - arrived_at))
+            self.abandon_seconds.labels(queue=queue).observe(max(0.0, item.at - arrived_at))
             self._arrivals.pop(item.call_id, None)
         elif stage is core.CallStage.OVERFLOWED:
             self.overflowed.labels(queue=queue).inc()
