@@ -8,10 +8,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ops._live import CENTRE, LiveCentre, busy_centre
-from siaga_pbx import core
-from siaga_pbx.adapters.ari import TakerDirectory
+from siaga_pbx import ari, core
 from siaga_pbx.adapters.metrics import Metrics
-from siaga_pbx.service import CallService
+from siaga_pbx.service import CallService, TelephonyCommand
 
 # The story centre with t1 alone on duty: every other caller waits for t1.
 ONE_TAKER = core.CentreConfig(queues=CENTRE.queues, takers=CENTRE.takers[:1])
@@ -152,16 +151,19 @@ class TestCountersAndProcess:
         assert fds is not None and fds >= 3  # stdin, stdout and stderr at least
 
 
-class NullRunner:
+class NullTelephony:
     """Carries out no Asterisk request: this test is about the consumer's timing only."""
 
-    async def run(self, cmd: core.Command) -> None:
+    async def run(self, cmd: TelephonyCommand) -> None:
         return None
 
     async def hand_back(self, call_id: str) -> None:
         return None
 
     async def finish_feature(self, channel_id: str, *, ok: bool) -> None:
+        return None
+
+    async def find_channel(self, channel_id: str) -> ari.Channel | None:
         return None
 
 
@@ -178,9 +180,7 @@ class TestCoreHandleTime:
         metrics = Metrics()
         service = CallService(
             distributor=core.Distributor(centre),
-            runner=NullRunner(),
-            takers=TakerDirectory.from_config(centre),
-            default_queue="main",
+            telephony=NullTelephony(),
             observers=[metrics],
             on_command_failed=metrics.command_failed,
             on_core_handled=metrics.core_handled,
