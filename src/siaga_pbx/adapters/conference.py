@@ -21,10 +21,11 @@ from typing import Literal
 import asyncpg
 import structlog
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from .. import conference, core
-from .http import SUBMIT, Submit, error, read_json, require, validation_error
+from . import routes
+from .http import SUBMIT, Submit, error
 
 log = structlog.get_logger(__name__)
 
@@ -155,6 +156,27 @@ class SuperviseBody(BaseModel):
     mode: conference.SuperviseMode
 
 
+class ConferenceAccepted(BaseModel):
+    accepted: Literal[
+        "AddAgency",
+        "AddMassIncident",
+        "RemoveAgency",
+        "SetRole",
+        "HandOver",
+        "Supervise",
+        "EndSupervision",
+    ]
+    call_id: str
+
+
+api = routes.RouteTable("conference")
+_EVERYONE = ("admin", "supervisor", "taker", "ops")
+_STAFF = ("admin", "supervisor", "taker")
+_SUPERVISORS = ("admin", "supervisor")
+# Every request is checked against the conference core before it is queued.
+_ASKS: dict[str, object] = {"response": ConferenceAccepted, "status": 202, "problems": (404, 409)}
+
+
 def _submit(request: web.Request, event: conference.Event) -> web.Response | None:
     """Check the request against the core's state now (4xx), then queue it."""
     confs = request.app[CONFERENCES]
@@ -193,7 +215,7 @@ async def _accepted(
     )
 
 
-@require("admin", "supervisor", "taker", "ops")
+@api.get("/api/agencies", summary="The agency directory in force", roles=_EVERYONE)
 async def get_agencies(request: web.Request) -> web.StreamResponse:
     return web.json_response(
         {
@@ -215,7 +237,12 @@ async def get_agencies(request: web.Request) -> web.StreamResponse:
     )
 
 
-@require("admin", "supervisor", "taker", "ops")
+@api.get(
+    "/api/calls/{call_id}/conference",
+    summary="A live call's conference: dispatchers, supervisors, who is ringing",
+    roles=_EVERYONE,
+    problems=(404,),
+)
 async def get_conference(request: web.Request) -> web.StreamResponse:
     call_id = request.match_info["call_id"]
     snap = request.app[CONFERENCES].snapshot(call_id)
@@ -224,60 +251,89 @@ async def get_conference(request: web.Request) -> web.StreamResponse:
     return web.json_response(snap)
 
 
-@require("admin", "supervisor", "taker")
+@api.post(
+    "/api/calls/{call_id}/dispatchers",
+    summary="Ring an agency's dispatchers into the call",
+    roles=_STAFF,
+    body=AddDispatcherBody,
+    **_ASKS,
+)
 async def add_dispatcher(request: web.Request) -> web.StreamResponse:
-    try:
-        body = AddDispatcherBody.model_validate(await read_json(request))
-    except ValidationError as exc:
-        return validation_error(exc)
+    body = routes.body(request, AddDispatcherBody)
     call_id = request.match_info["call_id"]
     return await _accepted(
         request, lambda: conference.AddAgency(call_id, body.agency, "api", body.role)
     )
 
 
-@require("admin", "supervisor", "taker")
+@api.post(
+    "/api/calls/{call_id}/dispatchers/mass-incident",
+    summary="Ring every mass-incident agency into the call",
+    roles=_STAFF,
+    **_ASKS,
+)
 async def add_mass_incident(request: web.Request) -> web.StreamResponse:
     call_id = request.match_info["call_id"]
     return await _accepted(request, lambda: conference.AddMassIncident(call_id, "api"))
 
 
-@require("admin", "supervisor", "taker")
+@api.delete(
+    "/api/calls/{call_id}/dispatchers/{agency}",
+    summary="Remove an agency's dispatcher, or stop ringing it",
+    roles=_STAFF,
+    **_ASKS,
+)
 async def remove_dispatcher(request: web.Request) -> web.StreamResponse:
     call_id, agency = request.match_info["call_id"], request.match_info["agency"]
     return await _accepted(request, lambda: conference.RemoveAgency(call_id, agency, "api"))
 
 
-@require("admin", "supervisor", "taker")
+@api.post(
+    "/api/calls/{call_id}/dispatchers/{agency}/role",
+    summary="Set a dispatcher's role: talk or listen",
+    roles=_STAFF,
+    body=RoleBody,
+    **_ASKS,
+)
 async def set_role(request: web.Request) -> web.StreamResponse:
-    try:
-        body = RoleBody.model_validate(await read_json(request))
-    except ValidationError as exc:
-        return validation_error(exc)
+    body = routes.body(request, RoleBody)
     call_id, agency = request.match_info["call_id"], request.match_info["agency"]
     role = conference.Role(body.role)
     return await _accepted(request, lambda: conference.SetRole(call_id, agency, role, "api"))
 
 
-@require("admin", "supervisor", "taker")
+@api.post(
+    "/api/calls/{call_id}/handover",
+    summary="The call taker leaves; the dispatchers keep the caller",
+    roles=_STAFF,
+    **_ASKS,
+)
 async def hand_over(request: web.Request) -> web.StreamResponse:
     call_id = request.match_info["call_id"]
     return await _accepted(request, lambda: conference.HandOver(call_id, "api"))
 
 
-@require("admin", "supervisor")
+@api.post(
+    "/api/calls/{call_id}/supervision",
+    summary="Ring a supervisor's phone into the call",
+    roles=_SUPERVISORS,
+    body=SuperviseBody,
+    **_ASKS,
+)
 async def supervise(request: web.Request) -> web.StreamResponse:
-    try:
-        body = SuperviseBody.model_validate(await read_json(request))
-    except ValidationError as exc:
-        return validation_error(exc)
+    body = routes.body(request, SuperviseBody)
     call_id = request.match_info["call_id"]
     return await _accepted(
         request, lambda: conference.Supervise(call_id, body.supervisor, body.endpoint, body.mode)
     )
 
 
-@require("admin", "supervisor")
+@api.delete(
+    "/api/calls/{call_id}/supervision/{supervisor}",
+    summary="End a supervision",
+    roles=_SUPERVISORS,
+    **_ASKS,
+)
 async def end_supervision(request: web.Request) -> web.StreamResponse:
     call_id, sup = request.match_info["call_id"], request.match_info["supervisor"]
     return await _accepted(request, lambda: conference.EndSupervision(call_id, sup))
@@ -289,13 +345,4 @@ def add_conference_routes(
     """Routes of the conference API (tokens and roles as in ``adapters.http``)."""
     app[CONFERENCES] = conferences
     app[SUBMIT] = submit
-    r = app.router
-    r.add_get("/api/agencies", get_agencies)
-    r.add_get("/api/calls/{call_id}/conference", get_conference)
-    r.add_post("/api/calls/{call_id}/dispatchers", add_dispatcher)
-    r.add_post("/api/calls/{call_id}/dispatchers/mass-incident", add_mass_incident)
-    r.add_delete("/api/calls/{call_id}/dispatchers/{agency}", remove_dispatcher)
-    r.add_post("/api/calls/{call_id}/dispatchers/{agency}/role", set_role)
-    r.add_post("/api/calls/{call_id}/handover", hand_over)
-    r.add_post("/api/calls/{call_id}/supervision", supervise)
-    r.add_delete("/api/calls/{call_id}/supervision/{supervisor}", end_supervision)
+    api.install(app)

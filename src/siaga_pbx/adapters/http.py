@@ -1,8 +1,10 @@
 """The service's own HTTP API: health, metrics, live state, taker and queue control.
 
 Every request to /api needs a bearer token (``siaga_pbx.auth``, the one auth
-path); the token's role decides what it may do. Input is validated with
-pydantic; bad input gets a 4xx with a message per field, never a 500.
+path); the token's role decides what it may do. Each route is declared once
+(``routes.RouteTable``: roles, models, answers), which also puts it in the
+OpenAPI document; input is validated with its pydantic models, and every error
+is an RFC 9457 problem (``problems``), never a 500 for bad input.
 
 This adapter never imports the service. It reads the distribution core
 (snapshots, the configuration in force, and ``check`` to refuse a request
@@ -13,7 +15,6 @@ state itself. Reading runs on the same event loop, between two consumer steps.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal
@@ -24,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .. import auth, conference, core
 from ..config import QueueSettings
+from . import problems, routes
 from .metrics import Metrics
 
 Role = Literal["admin", "supervisor", "taker", "ops"]
@@ -37,23 +39,21 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def error(status: int, message: str, fields: Mapping[str, str] | None = None) -> web.Response:
-    body: dict[str, Any] = {"error": message}
-    if fields:
-        body["fields"] = dict(fields)
-    return web.json_response(body, status=status)
+    """A problem response (``problems.problem``); ``fields``: field path -> message."""
+    errors = [problems.FieldError(field=k, message=v) for k, v in (fields or {}).items()]
+    return problems.problem(status, message, errors=errors)
 
 
 def require(*roles: Role) -> Callable[[Handler], Handler]:
-    """Decorator: the request must carry a token whose role is one of ``roles``."""
+    """Decorator: the request must carry a token whose role is one of ``roles``.
+    A declared route (``routes.RouteTable``) says ``roles=`` instead."""
 
     def wrap(handler: Handler) -> Handler:
         async def checked(request: web.Request) -> web.StreamResponse:
             try:
                 auth.authorize(request, roles)
             except auth.AuthError as exc:
-                response = error(exc.status, exc.message)
-                response.headers.update(exc.headers)
-                return response
+                return problems.problem(exc.status, exc.message, headers=exc.headers)
             return await handler(request)
 
         return checked
@@ -65,15 +65,16 @@ async def read_json(request: web.Request) -> Any:
     try:
         return await request.json()
     except (ValueError, RecursionError) as exc:  # bad JSON, bad UTF-8, absurd nesting
-        raise web.HTTPBadRequest(
-            text=json.dumps({"error": f"body is not valid JSON: {exc}"}),
-            content_type="application/json",
-        ) from None
+        raise problems.Problem(400, f"the body is not valid JSON: {exc}") from None
 
 
 def validation_error(exc: ValidationError) -> web.Response:
-    fields = {".".join(str(p) for p in e["loc"]) or "(body)": e["msg"] for e in exc.errors()}
-    return error(422, "invalid request", fields)
+    return problems.from_validation(exc, "body").response()
+
+
+api = routes.RouteTable("state, takers and queues")
+_EVERYONE = ("admin", "supervisor", "taker", "ops")
+_STAFF = ("admin", "supervisor", "taker")
 
 
 class PauseBody(BaseModel):
@@ -86,28 +87,56 @@ class QueuesBody(BaseModel):
     queues: list[QueueSettings] = Field(min_length=1)
 
 
+class TakerAccepted(BaseModel):
+    accepted: Literal["login", "logout", "pause", "unpause"]
+    taker_id: str
+
+
+@api.get("/healthz", summary="Is the service up, and connected to Asterisk", roles=None)
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response(request.app[HEALTH]())
 
 
+@api.get("/metrics", summary="Prometheus metrics", roles=None, content_type="text/plain")
 async def metrics(request: web.Request) -> web.Response:
     body = generate_latest(request.app[METRICS].registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-@require("admin", "supervisor", "taker", "ops")
+@api.get(
+    "/api/state",
+    summary="The live state: queues with their waiting callers, call takers, callbacks",
+    roles=_EVERYONE,
+)
 async def state(request: web.Request) -> web.StreamResponse:
     return web.json_response(request.app[DISTRIBUTOR].snapshot(time.time()))
 
 
-@require("admin", "supervisor", "taker")
+_TAKER_ACTION: dict[str, Any] = {
+    "roles": _STAFF,
+    "response": TakerAccepted,
+    "status": 202,
+    "problems": (404, 409),
+}
+
+
+@api.post("/api/takers/{taker_id}/login", summary="Log a call taker in", **_TAKER_ACTION)
+@api.post("/api/takers/{taker_id}/logout", summary="Log a call taker out", **_TAKER_ACTION)
+@api.post("/api/takers/{taker_id}/unpause", summary="Unpause a call taker", **_TAKER_ACTION)
+@api.post(
+    "/api/takers/{taker_id}/pause",
+    summary="Pause a call taker",
+    body=PauseBody,
+    body_required=False,
+    **_TAKER_ACTION,
+)
 async def taker_action(request: web.Request) -> web.StreamResponse:
     distributor = request.app[DISTRIBUTOR]
     taker_id = request.match_info["taker_id"]
     known = {t.taker_id for t in distributor.config.takers}
     if taker_id not in known:
         return error(404, f"no call taker {taker_id!r}")
-    action = request.match_info["action"]
+    action = request.path.rsplit("/", 1)[1]  # the route matched one of the four
     event: core.Event
     if action == "login":
         event = core.TakerLoggedIn(taker_id)
@@ -115,15 +144,8 @@ async def taker_action(request: web.Request) -> web.StreamResponse:
         event = core.TakerLoggedOut(taker_id)
     elif action == "unpause":
         event = core.TakerUnpaused(taker_id)
-    elif action == "pause":
-        raw = await read_json(request) if request.can_read_body else {}
-        try:
-            body = PauseBody.model_validate(raw)
-        except ValidationError as exc:
-            return validation_error(exc)
-        event = core.TakerPaused(taker_id, reason=body.reason)
     else:
-        return error(404, f"unknown action {action!r}")
+        event = core.TakerPaused(taker_id, reason=routes.body(request, PauseBody).reason)
     try:
         distributor.check(event)  # refused now, with the core's reason, not after a 202
     except core.RemoteProtocolError as exc:
@@ -132,25 +154,24 @@ async def taker_action(request: web.Request) -> web.StreamResponse:
     return web.json_response({"accepted": action, "taker_id": taker_id}, status=202)
 
 
-@require("admin", "supervisor", "ops")
+@api.get("/api/queues", summary="The queues in force", roles=("admin", "supervisor", "ops"))
 async def get_queues(request: web.Request) -> web.StreamResponse:
     centre = request.app[DISTRIBUTOR].config
     return web.json_response({"queues": [_queue_json(q) for q in centre.queues]})
 
 
-@require("admin")
+@api.put(
+    "/api/queues", summary="Replace the queues, live", roles=("admin",), body=QueuesBody, status=202
+)
 async def put_queues(request: web.Request) -> web.StreamResponse:
-    raw = await read_json(request)
+    body = routes.body(request, QueuesBody)
     try:
-        body = QueuesBody.model_validate(raw)
         current = request.app[DISTRIBUTOR].config
         centre = core.CentreConfig(
             queues=tuple(q.to_core() for q in body.queues),
             takers=current.takers,
             default_queue=current.default_queue,
         )
-    except ValidationError as exc:
-        return validation_error(exc)
     except ValueError as exc:
         return error(422, f"invalid configuration: {exc}")
     request.app[SUBMIT](core.ConfigChanged(centre))
@@ -193,10 +214,5 @@ def make_app(
     app[SUBMIT] = submit
     app[METRICS] = metrics_
     app[HEALTH] = health
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/api/state", state)
-    app.router.add_post("/api/takers/{taker_id}/{action}", taker_action)
-    app.router.add_get("/api/queues", get_queues)
-    app.router.add_put("/api/queues", put_queues)
+    api.install(app)
     return app

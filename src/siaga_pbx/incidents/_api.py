@@ -14,14 +14,18 @@ The callback routes (``/api/callbacks``) are in ``_callbacks_api``, behind the
 same auth.
 
 ``ops`` watches aggregate dashboards and gets 403 here: incident records hold
-personal data (UU PDP). Missing/unknown token -> 401; wrong role -> 403; bad
-input -> 400 ``{"error": ..., "fields": {...}}``; PostgreSQL unreachable -> 503.
+personal data (UU PDP). Missing/unknown token -> 401; wrong role -> 403; invalid
+input -> 422 naming each field; PostgreSQL unreachable -> 503. Every error is an
+RFC 9457 problem (``siaga_pbx.adapters.problems``); every route is declared on
+``routes`` (``siaga_pbx.adapters.routes``), which validates its input and puts it
+in the OpenAPI document.
 Edits are audited in the timeline as ``role:<token fingerprint>``; the token
 itself is never stored or logged.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -29,11 +33,13 @@ from collections.abc import Awaitable, Callable, Mapping
 import asyncpg
 import structlog
 from aiohttp import web
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from .. import auth
+from ..adapters import routes
+from ..adapters.problems import FieldError, Problem
 from ..auth import ROLES, Caller
-from ._api_models import IncidentPatch, ListParams, field_errors
+from ._api_models import IncidentPatch, ListParams
 from ._recordings import describe_recording
 from ._store import IncidentQuery, IncidentStore, InvalidCursor, decode_cursor
 
@@ -54,19 +60,22 @@ INCIDENT_STORE = web.AppKey("incident_store", IncidentStore)
 _Handler = Callable[[web.Request, _Caller], Awaitable[web.StreamResponse]]
 
 
-class _ApiError(Exception):
-    def __init__(self, status: int, error: str, fields: Mapping[str, str] | None = None) -> None:
-        super().__init__(error)
-        self.status = status
-        self.error = error
-        self.fields = dict(fields or {})
+class _ApiError(Problem):
+    """A problem with the old signature: ``fields`` maps a field path to its message."""
 
-    def response(self) -> web.Response:
-        body: dict[str, object] = {"error": self.error}
-        if self.fields:
-            body["fields"] = self.fields
-        headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
-        return web.json_response(body, status=self.status, headers=headers)
+    def __init__(self, status: int, error: str, fields: Mapping[str, str] | None = None) -> None:
+        errors = [FieldError(field=k, message=v) for k, v in (fields or {}).items()]
+        super().__init__(status, error, errors=errors)
+
+
+class IdPath(BaseModel):
+    """A path whose ``{id}`` is a UUID."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    id: uuid.UUID
+
+
+routes_ = routes.RouteTable("incidents")
 
 
 def add_incident_routes(
@@ -75,34 +84,26 @@ def add_incident_routes(
     """Mount the incident API on ``app``. ``tokens``: bearer token -> role."""
     auth.install(app, tokens)
     app[INCIDENT_STORE] = store
-    app.router.add_get("/api/incidents", _guard(_READ, _list_incidents))
-    app.router.add_get("/api/incidents/{id}", _guard(_READ, _get_incident))
-    app.router.add_patch("/api/incidents/{id}", _guard(_EDIT, _patch_incident))
-    app.router.add_get("/api/recordings/{id}", _guard(_RECORDINGS, _get_recording))
+    routes_.install(app)
 
 
-# ---- auth and error translation ------------------------------------------------
+# ---- database errors -------------------------------------------------------------
 
 
-def _guard(
-    roles: frozenset[str], handler: _Handler
-) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+def _db_errors(handler: routes.Handler) -> routes.Handler:
+    """The database's refusals and outages as problems (422, 503)."""
+
+    @functools.wraps(handler)
     async def wrapped(request: web.Request) -> web.StreamResponse:
         try:
-            caller = auth.authorize(request, roles)
-            with structlog.contextvars.bound_contextvars(api_user=caller.who):
-                return await handler(request, caller)
-        except auth.AuthError as exc:
-            return _ApiError(exc.status, exc.message).response()
-        except _ApiError as exc:
-            return exc.response()
+            return await handler(request)
         except (
             asyncpg.exceptions.DataError,
             asyncpg.exceptions.IntegrityConstraintViolationError,
         ) as exc:
             # Validation should have caught it; still the client's input.
             log.warning("incident_api_rejected_by_db", error=str(exc), path=request.path)
-            return _ApiError(400, "rejected by the database", {"_": str(exc)}).response()
+            raise Problem(422, "the incident database refused this input") from None
         except (
             OSError,
             TimeoutError,
@@ -112,45 +113,64 @@ def _guard(
             log.error(  # noqa: TRY400 - an outage, not a bug: no traceback wanted
                 "incident_api_db_unavailable", error=str(exc), path=request.path
             )
-            return _ApiError(503, "incident database unavailable").response()
+            raise Problem(503, "incident database unavailable") from None
 
     return wrapped
 
 
-def _uuid_param(request: web.Request, name: str = "id") -> uuid.UUID:
-    try:
-        return uuid.UUID(request.match_info[name])
-    except ValueError:
-        raise _ApiError(400, "bad path parameter", {name: "not a UUID"}) from None
+def _guard(
+    roles: frozenset[str], handler: _Handler
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """An undeclared handler ``(request, caller)`` behind auth and ``_db_errors``.
+    Declare routes on a ``routes.RouteTable`` instead: it does both."""
+
+    @_db_errors
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            caller = auth.authorize(request, roles)
+        except auth.AuthError as exc:
+            raise Problem(exc.status, exc.message, headers=exc.headers) from None
+        with structlog.contextvars.bound_contextvars(api_user=caller.who):
+            return await handler(request, caller)
+
+    return wrapped
 
 
 async def _json_object(request: web.Request) -> dict[str, object]:
+    """The body as a JSON object, for an undeclared handler (a declared one says ``body=``)."""
     raw = await request.read()
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
-        raise _ApiError(400, "body is not valid JSON") from None
+        raise Problem(400, "the body is not valid JSON") from None
     if not isinstance(body, dict):
-        raise _ApiError(400, "body must be a JSON object")
+        raise _ApiError(422, "the request is not valid", {"": "the body must be a JSON object"})
     return body
 
 
 # ---- handlers ------------------------------------------------------------------
 
+_STORE_PROBLEMS = (503,)
 
-async def _list_incidents(request: web.Request, caller: _Caller) -> web.StreamResponse:
-    query = request.query
-    repeated = sorted({k for k in query if len(query.getall(k)) > 1})
-    if repeated:
-        raise _ApiError(400, "invalid query", dict.fromkeys(repeated, "given more than once"))
-    try:
-        params = ListParams.model_validate(dict(query))
-    except ValidationError as exc:
-        raise _ApiError(400, "invalid query", field_errors(exc)) from None
+
+@routes_.get(
+    "/api/incidents",
+    summary="Incidents, newest first, a page at a time",
+    roles=_READ,
+    query=ListParams,
+    problems=_STORE_PROBLEMS,
+)
+@_db_errors
+async def _list_incidents(request: web.Request) -> web.StreamResponse:
+    params = routes.query(request, ListParams)
     try:
         cursor = None if params.cursor is None else decode_cursor(params.cursor)
     except InvalidCursor as exc:
-        raise _ApiError(400, "invalid query", {"cursor": str(exc)}) from None
+        raise Problem(
+            422,
+            "the request is not valid",
+            errors=[FieldError(in_="query", field="cursor", message=str(exc))],
+        ) from None
     page = await request.app[INCIDENT_STORE].list_incidents(
         IncidentQuery(
             opened_from=params.opened_from,
@@ -165,39 +185,63 @@ async def _list_incidents(request: web.Request, caller: _Caller) -> web.StreamRe
     return web.json_response({"items": page.items, "next_cursor": page.next_cursor})
 
 
-async def _get_incident(request: web.Request, caller: _Caller) -> web.StreamResponse:
-    incident = await request.app[INCIDENT_STORE].get_incident(_uuid_param(request))
+@routes_.get(
+    "/api/incidents/{id}",
+    summary="One incident: its calls, timeline, recordings and links",
+    roles=_READ,
+    path_params=IdPath,
+    problems=(404, *_STORE_PROBLEMS),
+)
+@_db_errors
+async def _get_incident(request: web.Request) -> web.StreamResponse:
+    incident_id = routes.path(request, IdPath).id
+    incident = await request.app[INCIDENT_STORE].get_incident(incident_id)
     if incident is None:
-        raise _ApiError(404, "no such incident")
+        raise Problem(404, "no such incident")
     return web.json_response(incident)
 
 
-async def _patch_incident(request: web.Request, caller: _Caller) -> web.StreamResponse:
-    incident_id = _uuid_param(request)
-    body = await _json_object(request)
-    try:
-        patch = IncidentPatch.model_validate(body)
-    except ValidationError as exc:
-        raise _ApiError(400, "invalid classification", field_errors(exc)) from None
-    incident = await request.app[INCIDENT_STORE].classify(incident_id, patch.changes(), caller.who)
+@routes_.patch(
+    "/api/incidents/{id}",
+    summary="Classify an incident (only the fields sent change)",
+    roles=_EDIT,
+    path_params=IdPath,
+    body=IncidentPatch,
+    problems=(404, *_STORE_PROBLEMS),
+)
+@_db_errors
+async def _patch_incident(request: web.Request) -> web.StreamResponse:
+    incident_id = routes.path(request, IdPath).id
+    patch = routes.body(request, IncidentPatch)
+    who = routes.caller(request).who
+    incident = await request.app[INCIDENT_STORE].classify(incident_id, patch.changes(), who)
     if incident is None:
-        raise _ApiError(404, "no such incident")
+        raise Problem(404, "no such incident")
     log.info("incident_classified", incident_id=str(incident_id), fields=sorted(patch.changes()))
     return web.json_response(incident)
 
 
-async def _get_recording(request: web.Request, caller: _Caller) -> web.StreamResponse:
-    recording_id = _uuid_param(request)
+@routes_.get(
+    "/api/recordings/{id}",
+    summary="A call's recording (WAV), checked against its journalled size and SHA-256",
+    roles=_RECORDINGS,
+    path_params=IdPath,
+    content_type="audio/wav",
+    problems=(404, 409, *_STORE_PROBLEMS),
+)
+@_db_errors
+async def _get_recording(request: web.Request) -> web.StreamResponse:
+    recording_id = routes.path(request, IdPath).id
     row = await request.app[INCIDENT_STORE].recording(recording_id)
     if row is None:
-        raise _ApiError(404, "no such recording")
+        raise Problem(404, "no such recording")
     try:
         info = await describe_recording(row.path)
     except FileNotFoundError:
         info = None
     if info is None:
         log.error("recording_file_missing", recording_id=str(recording_id), path=row.path)
-        raise _ApiError(404, "recording file missing")
+        raise Problem(404, "recording file missing")
     if info.sha256 != row.sha256 or info.size_bytes != row.size_bytes:
         log.error(
             "recording_tampered",
@@ -207,7 +251,7 @@ async def _get_recording(request: web.Request, caller: _Caller) -> web.StreamRes
             expected_sha256=row.sha256,
             actual_sha256=info.sha256,
         )
-        raise _ApiError(409, "recording failed its integrity check; refusing to serve it")
+        raise Problem(409, "recording failed its integrity check; refusing to serve it")
     log.info("recording_downloaded", recording_id=str(recording_id), call_id=row.call_id)
     # The file may in theory change between the check and the send; the
     # checksum header lets the client verify what it received.

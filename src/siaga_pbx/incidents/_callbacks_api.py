@@ -17,8 +17,9 @@ accepted; 404 for a callback neither the core nor the record knows; 409 when
 the record has it resolved already; 503 when only the record could say and
 PostgreSQL is unreachable.
 
-Same auth as the incident API (``_api._guard`` over ``siaga_pbx.auth``), so
-``add_incident_routes`` must have been called on ``app`` first.
+Declared like the incident API (``siaga_pbx.adapters.routes``, over
+``siaga_pbx.auth``), so ``add_incident_routes`` must have been called on
+``app`` first: it installs the tokens.
 """
 
 from __future__ import annotations
@@ -28,12 +29,13 @@ from typing import Literal
 
 import structlog
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from siaga_pbx import auth, core
 
-from ._api import _READ, _ApiError, _Caller, _guard, _json_object
-from ._api_models import field_errors
+from ..adapters import routes
+from ..adapters.problems import Problem
+from ._api import _READ, _db_errors
 from ._store import IncidentStore
 
 __all__ = ["add_callback_routes"]
@@ -53,6 +55,33 @@ class ResolveBody(BaseModel):
     note: str = Field("", max_length=500)
 
 
+class CallbackPath(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    call_id: str
+
+    @field_validator("call_id")
+    @classmethod
+    def _plain(cls, value: str) -> str:
+        if not (0 < len(value) <= 128 and value.isprintable() and " " not in value):
+            raise ValueError("1..128 printable characters, no space")
+        return value
+
+
+class NoQuery(BaseModel):
+    """A query string with no parameters: any one given is refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CallbackAccepted(BaseModel):
+    accepted: Literal["resolve"]
+    call_id: str
+    resolution: str
+
+
+routes_ = routes.RouteTable("callbacks")
+
+
 def add_callback_routes(
     app: web.Application,
     *,
@@ -67,34 +96,46 @@ def add_callback_routes(
     app[_STORE] = store
     app[_SUBMIT] = submit
     app[_HOLDS] = holds
-    app.router.add_get("/api/callbacks", _guard(_CALLBACKS, _list_callbacks))
-    app.router.add_post("/api/callbacks/{call_id}/resolve", _guard(_CALLBACKS, _resolve))
+    routes_.install(app)
 
 
-async def _list_callbacks(request: web.Request, caller: _Caller) -> web.StreamResponse:
-    if request.query:
-        raise _ApiError(400, "invalid query", dict.fromkeys(request.query, "unknown parameter"))
+@routes_.get(
+    "/api/callbacks",
+    summary="Pending callbacks, longest abandoned first",
+    roles=_CALLBACKS,
+    query=NoQuery,
+    problems=(503,),
+)
+@_db_errors
+async def _list_callbacks(request: web.Request) -> web.StreamResponse:
     items = await request.app[_STORE].pending_callbacks()
     return web.json_response({"items": items})
 
 
-async def _resolve(request: web.Request, caller: _Caller) -> web.StreamResponse:
-    call_id = request.match_info["call_id"]
-    if not (0 < len(call_id) <= 128 and call_id.isprintable() and " " not in call_id):
-        raise _ApiError(400, "bad path parameter", {"call_id": "1..128 printable characters"})
-    try:
-        body = ResolveBody.model_validate(await _json_object(request))
-    except ValidationError as exc:
-        raise _ApiError(400, "invalid resolution", field_errors(exc)) from None
+@routes_.post(
+    "/api/callbacks/{call_id}/resolve",
+    summary="Resolve a callback: called back, called again, unreachable or not needed",
+    roles=_CALLBACKS,
+    path_params=CallbackPath,
+    body=ResolveBody,
+    response=CallbackAccepted,
+    status=202,
+    problems=(404, 409, 503),
+)
+@_db_errors
+async def _resolve(request: web.Request) -> web.StreamResponse:
+    call_id = routes.path(request, CallbackPath).call_id
+    body = routes.body(request, ResolveBody)
+    caller = routes.caller(request)
     if not request.app[_HOLDS](call_id):
         # Not in the core's memory (evicted past its bound, or not restored
         # yet): the record decides. Asking it never holds up a call: this
         # runs in the HTTP handler, not on the consumer.
         row = await request.app[_STORE].callback(call_id)
         if row is None:
-            raise _ApiError(404, "no such callback")
+            raise Problem(404, "no such callback")
         if row["status"] == "resolved":
-            raise _ApiError(409, f"callback already resolved ({row['resolution']})")
+            raise Problem(409, f"callback already resolved ({row['resolution']})")
     event = core.CallbackResolved(
         call_id, core.CallbackResolution(body.resolution), caller.who, body.note
     )
