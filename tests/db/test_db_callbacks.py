@@ -181,7 +181,7 @@ class TestResolveThroughTheCore:
         await centre.settle()
         status, body = await centre.resolve("c1", {"resolution": "called_back"}, role="admin")
         assert status == 409
-        assert "already resolved (unreachable)" in body["error"]
+        assert "already resolved (unreachable)" in body["detail"]
         assert await fetchval(centre.dsn, "SELECT resolution FROM callbacks") == "unreachable"
         count = await fetchval(
             centre.dsn, "SELECT count(*) FROM timeline WHERE stage = 'callback_resolved'"
@@ -206,10 +206,10 @@ class TestResolveThroughTheCore:
         ("call_id", "body", "role", "status"),
         [
             ("nope", {"resolution": "called_back"}, "taker", 404),
-            ("c1", {"resolution": "done"}, "taker", 400),
-            ("c1", {"resolution": "called_back", "extra": 1}, "taker", 400),
-            ("c1", {"resolution": "called_back", "note": "n" * 501}, "taker", 400),
-            ("c1", ["called_back"], "taker", 400),
+            ("c1", {"resolution": "done"}, "taker", 422),
+            ("c1", {"resolution": "called_back", "extra": 1}, "taker", 422),
+            ("c1", {"resolution": "called_back", "note": "n" * 501}, "taker", 422),
+            ("c1", ["called_back"], "taker", 422),
             ("c1", {"resolution": "called_back"}, "ops", 403),
         ],
         ids=["unknown", "bad-resolution", "extra-field", "long-note", "not-an-object", "ops"],

@@ -14,6 +14,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from structlog.testing import capture_logs
 
+from problem_shape import fields, problem_of
 from siaga_pbx.core import CallbackEntry
 from siaga_pbx.incidents import (
     IncidentRecorder,
@@ -109,9 +110,8 @@ class TestAuth:
     async def test_missing_token_is_401(self, api: Seeded) -> None:
         """No Authorization header: 401 with a Bearer challenge."""
         resp = await api.client.get("/api/incidents")
-        assert resp.status == 401
         assert resp.headers["WWW-Authenticate"] == "Bearer"
-        assert (await resp.json())["error"] == "missing bearer token"
+        assert (await problem_of(resp, 401))["detail"] == "missing bearer token"
 
     async def test_unknown_token_is_401(self, api: Seeded) -> None:
         """A token not in the table: 401."""
@@ -123,7 +123,7 @@ class TestAuth:
     async def test_ops_may_not_read_incidents(self, api: Seeded) -> None:
         """The ops role gets 403 on incident data (personal data)."""
         body = await get_json(api.client, "/api/incidents", role="ops", status=403)
-        assert "ops" in body["error"]
+        assert "ops" in body["detail"]
 
     async def test_taker_may_not_download_recordings(self, api: Seeded) -> None:
         """Only supervisors and admins may download recordings."""
@@ -194,11 +194,12 @@ class TestListIncidents:
             ("limit=1&limit=2", "limit"),
         ],
     )
-    async def test_bad_query_is_400_with_field(self, api: Seeded, query: str, field: str) -> None:
-        """Each invalid query parameter yields 400 naming the offending field."""
-        body = await get_json(api.client, f"/api/incidents?{query}", status=400)
-        assert body["error"] == "invalid query"
-        assert field in body["fields"], body
+    async def test_bad_query_is_422_with_field(self, api: Seeded, query: str, field: str) -> None:
+        """Each invalid query parameter yields a 422 problem naming the offending field."""
+        resp = await api.client.get(f"/api/incidents?{query}", headers=auth("taker"))
+        body = await problem_of(resp, 422)
+        assert field in fields(body), body
+        assert {e["in"] for e in body["errors"]} == {"query"}
 
 
 class TestGetIncident:
@@ -228,10 +229,12 @@ class TestGetIncident:
         ]
 
     async def test_unknown_and_malformed_ids(self, api: Seeded) -> None:
-        """An unknown id is 404; a non-UUID id is 400 naming the field."""
-        await get_json(api.client, f"/api/incidents/{uuid.uuid4()}", status=404)
-        body = await get_json(api.client, "/api/incidents/not-a-uuid", status=400)
-        assert body["fields"] == {"id": "not a UUID"}
+        """An unknown id is a 404 problem; a non-UUID id is a 422 naming the path field."""
+        resp = await api.client.get(f"/api/incidents/{uuid.uuid4()}", headers=auth("taker"))
+        await problem_of(resp, 404)
+        resp = await api.client.get("/api/incidents/not-a-uuid", headers=auth("taker"))
+        body = await problem_of(resp, 422)
+        assert [(e["in"], e["field"]) for e in body["errors"]] == [("path", "id")]
 
 
 class TestPatchIncident:
@@ -274,33 +277,35 @@ class TestPatchIncident:
             ({"notes": "x" * 20001}, "notes"),
             ({"notes": "a\u0000b"}, "notes"),
             ({"colour": "red"}, "colour"),
-            ({"category": None}, "_"),
-            ({}, "_"),
+            ({"category": None}, ""),
+            ({}, ""),
         ],
     )
-    async def test_invalid_patch_is_400_with_field_messages(
+    async def test_invalid_patch_is_422_with_field_messages(
         self, api: Seeded, patch: dict[str, object], field: str
     ) -> None:
-        """Invalid classifications are refused with 400 and a message for the field;
-        nothing changes."""
+        """Invalid classifications are refused with a 422 problem and a message for the
+        field; nothing changes."""
         url = f"/api/incidents/{api.incidents[4]}"
         resp = await api.client.patch(url, json=patch, headers=auth("taker"))
-        assert resp.status == 400
-        body = await resp.json()
-        assert body["error"] == "invalid classification"
-        assert field in body["fields"], body
+        body = await problem_of(resp, 422)
+        assert field in fields(body), body
         after = await get_json(api.client, url)
         assert after["category"] is None
         assert not [e for e in after["timeline"] if e["stage"] == "classified"]
 
-    @pytest.mark.parametrize("raw", [b"{not json", b"[1, 2]", b"\xff\xfe", b""])
-    async def test_non_object_body_is_400(self, api: Seeded, raw: bytes) -> None:
-        """A body that is not a JSON object is a 400, not a 500."""
+    @pytest.mark.parametrize(
+        ("raw", "status"), [(b"{not json", 400), (b"\xff\xfe", 400), (b"[1, 2]", 422), (b"", 422)]
+    )
+    async def test_non_object_body_is_a_problem(self, api: Seeded, raw: bytes, status: int) -> None:
+        """A body that is not JSON is a 400 problem; JSON that is not an object, or no
+        body, a 422 on the whole body; never a 500."""
         resp = await api.client.patch(
             f"/api/incidents/{api.incidents[4]}", data=raw, headers=auth("taker")
         )
-        assert resp.status == 400
-        assert "error" in await resp.json()
+        body = await problem_of(resp, status)
+        if status == 422:
+            assert list(fields(body)) == [""], body
 
     async def test_patch_unknown_incident_is_404(self, api: Seeded) -> None:
         """Classifying an incident that does not exist is a 404."""
@@ -331,8 +336,7 @@ class TestRecordingDownload:
             resp = await api.client.get(
                 f"/api/recordings/{api.recording_id}", headers=auth("admin")
             )
-        assert resp.status == 409
-        assert "integrity" in (await resp.json())["error"]
+        assert "integrity" in (await problem_of(resp, 409))["detail"]
         tampered = [e for e in logs if e["event"] == "recording_tampered"]
         assert len(tampered) == 1
         assert tampered[0]["log_level"] == "error"
@@ -341,10 +345,8 @@ class TestRecordingDownload:
         """A vanished file and an unknown recording id are both 404."""
         await get_json(api.client, f"/api/recordings/{uuid.uuid4()}", role="admin", status=404)
         api.recording_path.unlink()
-        body = await get_json(
-            api.client, f"/api/recordings/{api.recording_id}", role="admin", status=404
-        )
-        assert body["error"] == "recording file missing"
+        resp = await api.client.get(f"/api/recordings/{api.recording_id}", headers=auth("admin"))
+        assert (await problem_of(resp, 404))["detail"] == "recording file missing"
 
 
 class TestDatabaseDown:
@@ -360,8 +362,7 @@ class TestDatabaseDown:
         await client.start_server()
         try:
             resp = await client.get("/api/incidents", headers=auth("admin"))
-            assert resp.status == 503
-            assert (await resp.json())["error"] == "incident database unavailable"
+            assert (await problem_of(resp, 503))["detail"] == "incident database unavailable"
             store._dsn = migrated_dsn  # PostgreSQL is back (same store, next request)
             resp = await client.get("/api/incidents", headers=auth("admin"))
             assert resp.status == 200

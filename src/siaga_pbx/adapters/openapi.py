@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from .problems import CONTENT_TYPE as PROBLEM_TYPE
-from .problems import ProblemBody
+from .problems import ProblemDetails
 
 if TYPE_CHECKING:
     from .routes import Route
@@ -34,14 +34,14 @@ _TEMPLATE_VAR = re.compile(r"\{([^}:]+)(?::[^}]*)?\}")
 
 def document(routes: Sequence[Route], *, version: str) -> dict[str, Any]:
     """The OpenAPI 3.1 document of ``routes``."""
-    wanted: list[tuple[type[BaseModel], JsonSchemaMode]] = [(ProblemBody, "serialization")]
+    wanted: list[tuple[type[BaseModel], JsonSchemaMode]] = [(ProblemDetails, "serialization")]
     for r in routes:
         wanted += [(m, "validation") for m in (r.body, r.query, r.path_params) if m]
         if r.response is not None:
             wanted.append((r.response, "serialization"))
     refs, top = models_json_schema(list(dict.fromkeys(wanted)), ref_template=_REF)
     schemas: dict[str, Any] = top.get("$defs", {})
-    problem_ref = refs[(ProblemBody, "serialization")]
+    problem_ref = refs[(ProblemDetails, "serialization")]
 
     paths: dict[str, dict[str, Any]] = {}
     for r in sorted(routes, key=lambda r: (r.path, r.method)):

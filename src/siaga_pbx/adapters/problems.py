@@ -42,7 +42,7 @@ __all__ = [
     "CONTENT_TYPE",
     "FieldError",
     "Problem",
-    "ProblemBody",
+    "ProblemDetails",
     "from_validation",
     "install",
     "middleware",
@@ -78,10 +78,10 @@ class FieldError(BaseModel):
         return self.model_dump(by_alias=True, exclude_none=True)
 
 
-class ProblemBody(BaseModel):
+class ProblemDetails(BaseModel):
     """The body of every error answer (RFC 9457), as the OpenAPI document describes it."""
 
-    model_config = ConfigDict(extra="forbid", title="Problem")
+    model_config = ConfigDict(extra="forbid")
     type: str = "about:blank"
     title: str
     status: int
@@ -203,7 +203,12 @@ async def _answer(request: web.Request, handler: _Handler) -> web.StreamResponse
         return problem(exc.status, _http_detail(exc), headers=headers)
     except Exception:
         # A bug. The log has the traceback and the request id; the client gets the id only.
-        log.exception("http.unhandled_error", method=request.method, path=request.path)
+        log.exception(
+            "http.unhandled_error",
+            method=request.method,
+            path=request.path,
+            request_id=request_id(request),
+        )
         return problem(500, "internal error; the service logged it under this request_id")
 
 

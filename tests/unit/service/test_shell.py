@@ -12,6 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from structlog.testing import capture_logs
 
+from problem_shape import problem_of
 from siaga_pbx import ari, conference, core
 from siaga_pbx.adapters.conference import add_conference_routes
 from siaga_pbx.adapters.http import make_app
@@ -234,8 +235,7 @@ class TestRefusalsAnswer:
         r = await client.post(
             "/api/takers/taker1/pause", json={}, headers={"Authorization": "Bearer t-admin"}
         )
-        assert r.status == 409
-        assert "not allowed while 'offline'" in (await r.json())["error"]
+        assert "not allowed while 'offline'" in (await problem_of(r, 409))["detail"]
 
     async def test_one_auth_path_for_every_route(
         self, client: TestClient[web.Request, web.Application]
