@@ -136,7 +136,8 @@ async def taker_action(request: web.Request) -> web.StreamResponse:
     known = {t.taker_id for t in distributor.config.takers}
     if taker_id not in known:
         return error(404, f"no call taker {taker_id!r}")
-    action = request.path.rsplit("/", 1)[1]  # the route matched one of the four
+    resource = request.match_info.route.resource  # the route template names the action
+    action = resource.canonical.rsplit("/", 1)[1] if resource else ""
     event: core.Event
     if action == "login":
         event = core.TakerLoggedIn(taker_id)

@@ -227,6 +227,27 @@ class TestHttpApi:
         item = service.inbox.get_nowait()
         assert item == core.TakerPaused("taker1", "lunch")
 
+    async def test_each_taker_action_is_its_own_route(
+        self, client: tuple[TestClient[web.Request, web.Application], CallService]
+    ) -> None:
+        """login, logout, pause and unpause each queue their own core event; another
+        action is a 404 problem."""
+        c, service = client
+        admin = {"Authorization": "Bearer admin-token"}
+        r = await c.post("/api/takers/taker1/logout", headers=admin)
+        assert (r.status, await r.json()) == (202, {"accepted": "logout", "taker_id": "taker1"})
+        assert service.inbox.get_nowait() == core.TakerLoggedOut("taker1")
+        r = await c.post("/api/takers/taker1/pause", headers=admin)  # no body: the default
+        assert r.status == 202
+        assert service.inbox.get_nowait() == core.TakerPaused("taker1", "break")
+        r = await c.post("/api/takers/taker1/login", headers=admin)
+        assert r.status == 202
+        assert service.inbox.get_nowait() == core.TakerLoggedIn("taker1")
+        r = await c.post("/api/takers/taker1/unpause", headers=admin)
+        assert r.status == 202
+        assert service.inbox.get_nowait() == core.TakerUnpaused("taker1")
+        await problem_of(await c.post("/api/takers/taker1/explode", headers=admin), 404)
+
     async def test_bad_payloads_get_4xx(
         self, client: tuple[TestClient[web.Request, web.Application], CallService]
     ) -> None:
