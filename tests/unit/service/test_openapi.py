@@ -44,9 +44,7 @@ def real_app() -> web.Application:
     )
     store = IncidentStore("postgresql://127.0.0.1:1/none")
     add_incident_routes(app, store, TOKENS)
-    add_callback_routes(
-        app, store=store, submit=submitted.append, holds=distributor.holds_callback
-    )
+    add_callback_routes(app, store=store, submit=submitted.append, holds=distributor.holds_callback)
     add_conference_routes(
         app, conference.Conferences(conference.AgencyDirectory((FIRE,))), submitted.append
     )
@@ -117,7 +115,7 @@ class TestDocument:
             return web.json_response({})
 
         app.router.add_post("/api/hidden", hidden)
-        doc = {"paths": {"/api/state": {"get": {}}}}
+        doc: dict[str, Any] = {"paths": {"/api/state": {"get": {}}}}
         assert "POST /api/hidden" in missing_from(doc, app)
 
     async def test_schemas_come_from_the_route_models(self, client: Client) -> None:
@@ -145,9 +143,7 @@ class TestDocument:
 
 
 class TestOneValidationStatus:
-    async def test_every_body_route_answers_an_unknown_field_with_422(
-        self, client: Client
-    ) -> None:
+    async def test_every_body_route_answers_an_unknown_field_with_422(self, client: Client) -> None:
         """For every documented route with a body, an unknown field is a 422 problem
         naming it: one status for validation failures everywhere."""
         doc = await document(client)
