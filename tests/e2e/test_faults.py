@@ -425,10 +425,10 @@ class TestServiceKilled:
         # The handed-back callers' own recordings, up to the hand-back, are there too.
         for n in (N_B, N_C, N_D):
             part = asterisk_instance.recording_dir / f"siaga-call-{ids[n]}.wav"
-            row = wait_rows(
+            parts = wait_rows(
                 e2e_dsn, "SELECT empty, duration_s FROM recordings WHERE path = $1", str(part)
             )
-            assert row[0]["empty"] is False and row[0]["duration_s"] > 0.5, (n, row)
+            assert parts[0]["empty"] is False and parts[0]["duration_s"] > 0.5, (n, parts)
         e_wav = asterisk_instance.recording_dir / f"siaga-fallback-{ids[N_E]}_{N_E}.wav"
         assert tone_strength(e_wav, TONE_B_HZ) > 500
         a_start = stopped_at - calls["began"]
