@@ -375,6 +375,37 @@ class TestServiceKilled:
         assert dead_letters(tmp_path / "state") == []
         wait_clean(inst)
 
+    def test_call_ended_while_the_service_was_down_still_has_its_recording(
+        self,
+        service: ServiceFactory,
+        sipp: SippRunner,
+        asterisk_instance: AsteriskInstance,
+        e2e_dsn: str,
+    ) -> None:
+        """SIGKILL mid-call, the caller hangs up before the service is back: the next run
+        never sees that call, yet its recording is registered, once, with its audio."""
+        cfg = config(("taker1",)) | {"SIAGA_FALLBACK_SCAN_S": "1"}
+        svc = service(extra=cfg)
+        handset = sipp.handset(5071, ring_s=0.3, hangup="wait", timeout_s=60)
+        caller = sipp.caller(from_user=N_A, talk_s=4.0, hangup="bye", timeout_s=60)
+        svc.wait_state(lambda s: connected(s) == {N_A}, 5, "call bridged")
+        call_id = call_ids(e2e_dsn, 1)[N_A]
+        svc.stop(9)
+        caller.wait().assert_ok()  # the caller hangs up while no service runs
+        svc2 = service(extra=cfg)
+        handset.wait().assert_ok()  # released by the new run's resync
+        wav = asterisk_instance.recording_dir / f"siaga-call-{call_id}.wav"
+        wait_rows(e2e_dsn, "SELECT path FROM recordings WHERE call_id = $1", call_id, timeout=30)
+        time.sleep(2.0)  # a second registration would land by now
+        rows = db_rows(
+            e2e_dsn, "SELECT path, empty, duration_s FROM recordings WHERE call_id = $1", call_id
+        )
+        assert [r["path"] for r in rows] == [str(wav)], rows
+        assert rows[0]["empty"] is False and rows[0]["duration_s"] > 3.0, rows
+        assert events(svc2, "recording.journalled_late"), svc2.log_tail()
+        assert tone_strength(wav, TONE_A_HZ) > 500  # the caller's audio is in it
+        wait_clean(asterisk_instance)
+
     def test_sigterm_hands_back_waiting_and_journals_fallback_calls(
         self,
         service: ServiceFactory,
@@ -527,50 +558,6 @@ class TestEventSocket:
             ids = call_ids(e2e_dsn, 1)
             assert_complete(e2e_dsn, ids)
             assert_bridged_call_survived(asterisk_instance, e2e_dsn, ids[N_A], cut_at - began + 0.3)
-            wait_clean(asterisk_instance)
-        finally:
-            proxy.close()
-
-    def test_call_ended_during_a_websocket_gap_still_has_its_recording(
-        self,
-        service: ServiceFactory,
-        sipp: SippRunner,
-        asterisk_instance: AsteriskInstance,
-        e2e_dsn: str,
-    ) -> None:
-        """A caller who hangs up while the event websocket is down (no StasisEnd ever
-        arrives) still gets the call recording registered, once, with its audio."""
-        host, port = asterisk_instance.ari_url.rsplit(":", 1)
-        proxy = TcpProxy((host.removeprefix("http://"), int(port)))
-        try:
-            svc = service(
-                extra=config(("taker1",))
-                | {"SIAGA_ARI__URL": f"http://127.0.0.1:{proxy.port}", "SIAGA_FALLBACK_SCAN_S": "1"}
-            )
-            handset = sipp.handset(5071, ring_s=0.3, hangup="wait", timeout_s=60)
-            caller = sipp.caller(from_user=N_A, talk_s=4.0, hangup="bye", timeout_s=60)
-            svc.wait_state(lambda s: connected(s) == {N_A}, 5, "call bridged")
-            proxy.blackhole.set()
-            assert proxy.cut() >= 2
-            caller.wait().assert_ok()  # the caller hangs up inside the gap
-            handset.wait().assert_ok()
-            proxy.blackhole.clear()
-            svc.wait_until(lambda h: h["ari_connected"], 10.0, "reconnected")
-            call_id = call_ids(e2e_dsn, 1)[N_A]
-            wav = asterisk_instance.recording_dir / f"siaga-call-{call_id}.wav"
-            wait_rows(
-                e2e_dsn, "SELECT path FROM recordings WHERE call_id = $1", call_id, timeout=30
-            )
-            time.sleep(2.0)  # a second registration would land by now
-            rows = db_rows(
-                e2e_dsn,
-                "SELECT path, empty, duration_s FROM recordings WHERE call_id = $1",
-                call_id,
-            )
-            assert [r["path"] for r in rows] == [str(wav)], rows
-            assert rows[0]["empty"] is False and rows[0]["duration_s"] > 3.0, rows
-            assert events(svc, "recording.journalled_late"), svc.log_tail()
-            assert tone_strength(wav, TONE_A_HZ) > 500  # the caller's audio is in it
             wait_clean(asterisk_instance)
         finally:
             proxy.close()

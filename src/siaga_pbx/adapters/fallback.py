@@ -27,10 +27,10 @@ header, and is registered marked ``empty`` (never silently dropped, never
 passed off as audio).
 
 A ``siaga-call-*`` file is otherwise the service's to journal, when its caller
-leaves Stasis. The sweeper is the safety net for the ones the service never
-saw end: the caller hung up while our event websocket was down (no StasisEnd
-ever arrives) or while the service itself was down (a SIGKILL; the next run
-does not know the call). Such a file, unchanged for ``call_settle_s`` (longer
+leaves Stasis (or, after an event websocket gap, when the resync finds the
+caller gone). The sweeper is the safety net for the ones the service never
+saw end: above all a caller who hung up while the service itself was down (a
+SIGKILL: the next run does not know the call). Such a file, unchanged for ``call_settle_s`` (longer
 than the service's grace period, so the service goes first), whose channel
 is gone and which the service's journal has not registered, is registered
 here. These files are scanned only from a watermark (``calls_since``) that
@@ -291,7 +291,7 @@ class FallbackSweeper:
                 "recording.journalled_late",
                 recording=c.path.name,
                 empty=info.empty,
-                hint="the call ended while the service or its event socket was away",
+                hint="the call ended while the service was away",
             )
 
     async def _journal(self, f: FallbackFile) -> None:
