@@ -459,7 +459,7 @@ class TestServiceKilled:
             parts = wait_rows(
                 e2e_dsn, "SELECT empty, duration_s FROM recordings WHERE path = $1", str(part)
             )
-            assert parts[0]["empty"] is False and parts[0]["duration_s"] > 0.5, (n, parts)
+            assert parts[0]["empty"] is False and parts[0]["duration_s"] > 0.0, (n, parts)
         e_wav = asterisk_instance.recording_dir / f"siaga-fallback-{ids[N_E]}_{N_E}.wav"
         assert tone_strength(e_wav, TONE_B_HZ) > 500
         a_start = stopped_at - calls["began"]
