@@ -224,6 +224,9 @@ def _parse_numbered(channel_id: str, prefix: str) -> tuple[str, int] | None:
 # (ari.conf ``channelvars``): the raw SIP headers, unparsed.
 VAR_FROM = "SIAGA_FROM"
 VAR_PAI = "SIAGA_PAI"
+# The same headers' exact bytes: base64, % ( ) escaped first ([siaga-raw-header]).
+VAR_FROM_B64 = "SIAGA_FROM_B64"
+VAR_PAI_B64 = "SIAGA_PAI_B64"
 # Set by us on a caller we hand back to the dialplan: names its fallback recording.
 VAR_RECORDING_KIND = "SIAGA_RECORDING_KIND"
 # Set by us on a caller we send to another centre: the dial string.

@@ -209,6 +209,7 @@ class Runtime:
             s.state_dir,
             channel_alive=channel_alive,
             incident_for=incident_id_for,
+            journalled=self.journal.journalled if self.journal else lambda _name: False,
             language=s.prompts.language,
             interval_s=s.fallback_scan_s,
         )

@@ -3,6 +3,7 @@ verbatim caller strings, the append-only timeline."""
 
 from __future__ import annotations
 
+import base64
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -363,3 +364,50 @@ class TestRecordingRegisteredTwice:
             (64_044, "b" * 64, 4.0)
         ]
         assert await outbox.dead_letters() == []
+
+
+class TestRawHeaders:
+    async def test_exact_header_bytes_are_kept_and_returned_as_base64(
+        self, migrated_dsn: str, outbox: Outbox, store: IncidentStore
+    ) -> None:
+        """The From header's exact bytes (bad UTF-8, control chars) are stored beside the
+        cleaned name and the incident API's data returns them base64; no PAI gives null."""
+        from_raw = b'"Bad \xff\xfe\xc3 \x01\x1b[2J" <sip:0811100004@op>;tag=1'
+        call_id = unique("c")
+        incident = await IncidentRecorder(outbox).open_call(
+            call_id,
+            arrived_at=time.time(),
+            number="0811100004",
+            name="Bad \ufffd\ufffd\ufffd \ufffd\ufffd[2J",
+            from_header_raw=from_raw,
+        )
+        await drain(outbox, migrated_dsn)
+        row = (await fetch(migrated_dsn, "SELECT * FROM calls WHERE call_id = $1", call_id))[0]
+        assert row["from_header_raw"] == from_raw
+        assert row["pai_header_raw"] is None
+        got = await store.get_incident(incident)
+        assert got is not None
+        (call,) = got["calls"]
+        assert base64.b64decode(call["from_header_b64"]) == from_raw
+        assert call["pai_header_b64"] is None
+        assert call["caller_name"] == "Bad \ufffd\ufffd\ufffd \ufffd\ufffd[2J"
+
+
+class TestEmptyRecording:
+    async def test_a_header_only_file_is_registered_and_marked_empty(
+        self, migrated_dsn: str, outbox: Outbox, store: IncidentStore
+    ) -> None:
+        """A 44-byte WAV with no frames is registered once, marked empty; real audio is not."""
+        rec = IncidentRecorder(outbox)
+        call_id = unique("c")
+        t0 = time.time() - 60
+        incident = await rec.open_call(call_id, arrived_at=t0, number="0812")
+        empty = RecordingInfo(f"/rec/siaga-call-{call_id}.wav", 44, "c" * 64, 0.0)
+        audio = RecordingInfo(f"/rec/siaga-fallback-{call_id}_0812.wav", 102_444, "d" * 64, 6.4)
+        await rec.recording(call_id, empty, started_at=t0, ended_at=t0)
+        await rec.recording(call_id, audio, started_at=t0, ended_at=t0 + 6.4)
+        await drain(outbox, migrated_dsn, repeat_window_s=WINDOW_S)
+        got = await store.get_incident(incident)
+        assert got is not None
+        marks = {r["size_bytes"]: r["empty"] for r in got["recordings"]}
+        assert marks == {44: True, 102_444: False}

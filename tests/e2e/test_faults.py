@@ -375,6 +375,37 @@ class TestServiceKilled:
         assert dead_letters(tmp_path / "state") == []
         wait_clean(inst)
 
+    def test_call_ended_while_the_service_was_down_still_has_its_recording(
+        self,
+        service: ServiceFactory,
+        sipp: SippRunner,
+        asterisk_instance: AsteriskInstance,
+        e2e_dsn: str,
+    ) -> None:
+        """SIGKILL mid-call, the caller hangs up before the service is back: the next run
+        never sees that call, yet its recording is registered, once, with its audio."""
+        cfg = config(("taker1",)) | {"SIAGA_FALLBACK_SCAN_S": "1"}
+        svc = service(extra=cfg)
+        handset = sipp.handset(5071, ring_s=0.3, hangup="wait", timeout_s=60)
+        caller = sipp.caller(from_user=N_A, talk_s=4.0, hangup="bye", timeout_s=60)
+        svc.wait_state(lambda s: connected(s) == {N_A}, 5, "call bridged")
+        call_id = call_ids(e2e_dsn, 1)[N_A]
+        svc.stop(9)
+        caller.wait().assert_ok()  # the caller hangs up while no service runs
+        svc2 = service(extra=cfg)
+        handset.wait().assert_ok()  # released by the new run's resync
+        wav = asterisk_instance.recording_dir / f"siaga-call-{call_id}.wav"
+        wait_rows(e2e_dsn, "SELECT path FROM recordings WHERE call_id = $1", call_id, timeout=30)
+        time.sleep(2.0)  # a second registration would land by now
+        rows = db_rows(
+            e2e_dsn, "SELECT path, empty, duration_s FROM recordings WHERE call_id = $1", call_id
+        )
+        assert [r["path"] for r in rows] == [str(wav)], rows
+        assert rows[0]["empty"] is False and rows[0]["duration_s"] > 3.0, rows
+        assert events(svc2, "recording.journalled_late"), svc2.log_tail()
+        assert tone_strength(wav, TONE_A_HZ) > 500  # the caller's audio is in it
+        wait_clean(asterisk_instance)
+
     def test_sigterm_hands_back_waiting_and_journals_fallback_calls(
         self,
         service: ServiceFactory,
@@ -422,6 +453,13 @@ class TestServiceKilled:
         )
         paths = [r["path"] for r in recs]
         assert len(paths) == len(set(paths))
+        # The handed-back callers' own recordings, up to the hand-back, are there too.
+        for n in (N_B, N_C, N_D):
+            part = asterisk_instance.recording_dir / f"siaga-call-{ids[n]}.wav"
+            parts = wait_rows(
+                e2e_dsn, "SELECT empty, duration_s FROM recordings WHERE path = $1", str(part)
+            )
+            assert parts[0]["empty"] is False and parts[0]["duration_s"] > 0.0, (n, parts)
         e_wav = asterisk_instance.recording_dir / f"siaga-fallback-{ids[N_E]}_{N_E}.wav"
         assert tone_strength(e_wav, TONE_B_HZ) > 500
         a_start = stopped_at - calls["began"]
@@ -429,6 +467,49 @@ class TestServiceKilled:
         assert events(svc2, "fallback.call_journalled")
         assert dead_letters(tmp_path / "state") == []
         sipp.stop_all()
+        wait_clean(asterisk_instance)
+
+
+class TestFallbackRecordings:
+    def test_fallback_call_registers_each_file_once_and_the_empty_one_marked(
+        self,
+        service: ServiceFactory,
+        sipp: SippRunner,
+        asterisk_instance: AsteriskInstance,
+        e2e_dsn: str,
+    ) -> None:
+        """A call answered through the dialplan fallback while the service is down: once
+        it is back, the fallback recording (audio) and the 44-byte call recording (marked
+        empty) are each registered exactly once, and the incident API says which is which."""
+        cfg = config(("taker1",)) | {"SIAGA_FALLBACK_SCAN_S": "1"}
+        assert service(extra=cfg).stop(15) == 0
+        handset = sipp.handset(5071, ring_s=0.3, hangup="wait", timeout_s=60)
+        sipp.caller(from_user=N_E, talk_s=5.0, hangup="bye", timeout_s=60).wait().assert_ok()
+        handset.wait().assert_ok()
+        svc = service(extra=cfg)
+        call_id = call_ids(e2e_dsn, 1, timeout=40)[N_E]
+        rec_dir = asterisk_instance.recording_dir
+        on_disk = sorted(str(p) for p in rec_dir.glob("siaga-*.wav") if call_id in p.name)
+        assert on_disk == [
+            str(rec_dir / f"siaga-call-{call_id}.wav"),
+            str(rec_dir / f"siaga-fallback-{call_id}_{N_E}.wav"),
+        ]
+        sql = "SELECT * FROM recordings WHERE call_id = $1 ORDER BY path"
+        wait_rows(e2e_dsn, sql, call_id, until=lambda r: len(r) >= 2, timeout=40)
+        time.sleep(2.0)  # a second registration would land by now
+        rows = db_rows(e2e_dsn, sql, call_id)
+        assert [r["path"] for r in rows] == on_disk
+        call_rec, fallback_rec = rows
+        assert (call_rec["empty"], call_rec["size_bytes"], call_rec["duration_s"]) == (
+            True,
+            44,
+            0.0,
+        )
+        assert fallback_rec["empty"] is False and fallback_rec["duration_s"] > 4.0
+        incident = svc.get(f"/api/incidents/{call_rec['incident_id']}")
+        marks = sorted((r["size_bytes"] == 44, r["empty"]) for r in incident["recordings"])
+        assert marks == [(False, False), (True, True)]
+        assert events(svc, "fallback.call_journalled")
         wait_clean(asterisk_instance)
 
 

@@ -9,6 +9,7 @@ emergency context, production refuses lab credentials, and no secret is logged.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -23,6 +24,7 @@ from harness import TONE_A_HZ, AsteriskInstance, SippProcess, SippRunner, make_t
 from harness.checks import db_rows, wait_clean, wait_rows
 from harness.service import TOKEN, ServiceFactory, ServiceProcess, free_port
 from harness.sipp import SCENARIO_DIR, _tracing, sipp_binary
+from siaga_pbx.callerid import MAX_RAW_HEADER
 from siaga_pbx.config import Settings
 
 SAFE_NUMBER = set("0123456789+*#")
@@ -38,7 +40,43 @@ HOSTILE_CALLERS: list[tuple[str, str, str | None]] = [
     ("0811100007", "pai", '"unterminated <sip:;;@@>'),
     ("0811100008", "\u202etxt.exe \u2028 \ufeff", "tel:+62-811-100-008;;;"),
     ("0811100009'--", "quote in number", None),
+    # ")" then ":" would be a ${var:offset} substring if Asterisk re-parsed the header
+    ("0811100010", "a) b:1:2 (c %28 %", "tel:+62811100010;x=)(:"),
+    ("0811100011", "H" * 6000, None),  # a huge header: bounded, never a failure
 ]
+RAW_NAME = b"Bad \xff\xfe\xc3 name"  # what _raw_bytes_caller puts on the wire
+
+
+def _assert_raw_headers_kept(svc: ServiceProcess, rows: list[dict[str, Any]]) -> None:
+    """Each call's From / PAI header bytes are stored exactly beside the cleaned text,
+    and the incident API returns them base64."""
+    by_number = {r["caller_number"]: r for r in rows}
+    sent = {user: name.encode() for user, name, _ in HOSTILE_CALLERS} | {"0811100004": RAW_NAME}
+    for user, name in sent.items():
+        row = by_number.get(user)
+        if row is None or len(name) > 4096:
+            continue  # a message Asterisk refused (counted by the caller), or too big
+        assert row["from_header_raw"] is not None, (user, row["caller_name"][:80])
+        raw = bytes(row["from_header_raw"])
+        assert len(raw) <= MAX_RAW_HEADER, user
+        # whole (2 KB included): the quoted name, then the URI with the caller's number
+        assert raw.startswith(b'"' + name + b'" <sip:' + user.encode() + b"@"), (user, raw)
+    # the invalid UTF-8 and the control characters reached the record byte for byte
+    assert RAW_NAME in bytes(by_number["0811100004"]["from_header_raw"])
+    assert "\ufffd" in by_number["0811100004"]["caller_name"]
+    assert b"\x01\x07\x1b[2J\x7fbell" in bytes(by_number["0811100003"]["from_header_raw"])
+    assert bytes(by_number["0811100010"]["pai_header_raw"]).startswith(b"<tel:+62811100010;x=)(:")
+    assert by_number["0811100001"]["pai_header_raw"] is None  # no PAI sent
+    # Over 4 KB PJSIP_HEADER cannot read the header: nothing captured, the call unharmed.
+    assert by_number["0811100011"]["from_header_raw"] is None
+    for user in ("0811100003", "0811100004", "0811100010"):
+        row = by_number[user]
+        got = svc.get(f"/api/incidents/{row['incident_id']}")
+        (call,) = got["calls"]
+        assert base64.b64decode(call["from_header_b64"]) == bytes(row["from_header_raw"])
+        assert call["caller_name"] == row["caller_name"]
+        if row["pai_header_raw"] is not None:
+            assert base64.b64decode(call["pai_header_b64"]) == bytes(row["pai_header_raw"])
 
 
 def _request(
@@ -145,7 +183,9 @@ def _raw_bytes_caller(sipp: SippRunner, from_user: str) -> SippProcess:
     make_tone(wd / "tone.ulaw", TONE_A_HZ, seconds=5)
     scenario = wd / "caller-raw.xml"
     xml = (SCENARIO_DIR / "caller.xml").read_bytes()
-    scenario.write_bytes(xml.replace(b"[$from_name]", b"Bad \xff\xfe\xc3 name"))
+    # Only in the From headers: the scenario's log line still uses the variable
+    # (sipp refuses to run a scenario with a declared variable never used).
+    scenario.write_bytes(xml.replace(b'From: "[$from_name]"', b'From: "' + RAW_NAME + b'"'))
     inst = sipp.instance
     args = [
         sipp_binary(),
@@ -209,6 +249,7 @@ class TestHostileCallers:
         callers.append(_raw_bytes_caller(sipp, "0811100004"))
         results = [c.wait() for c in callers]
         answered = [r for r in results if r.ok]
+        assert results[-1].ok, results[-1].describe()  # the invalid UTF-8 caller got through
         # Asterisk may refuse a message it cannot parse; every call it took reached us.
         assert len(answered) >= len(HOSTILE_CALLERS) - 2, [r.describe() for r in results]
         rows = wait_rows(
@@ -229,6 +270,7 @@ class TestHostileCallers:
         assert names.get("0811100001") == "Robert'); DROP TABLE calls; --"
         assert db_rows(e2e_dsn, "SELECT count(*) AS n FROM calls")[0]["n"] == len(rows)
         assert len(names.get("0811100002", "")) >= 1000  # the long name kept (capped, not lost)
+        _assert_raw_headers_kept(svc, rows)
         objects = _log_objects(svc)
         assert not [o for o in objects if o.get("event") == "forged"]
         assert svc.health()["ari_connected"]

@@ -20,6 +20,29 @@ channel Asterisk no longer holds) and journals each exactly once:
   timeline ``arrived`` and ``hung_up`` with ``mode=fallback``, and the recording;
 - ``siaga-handback-*``: the recording, attached to the call's existing incident.
 
+Both also register the call's own recording ``siaga-call-<uniqueid>`` (from
+[siaga-emergency], before Stasis()): after a hand-back it holds the call up
+to the hand-back; for a call we never saw it holds no audio, only a WAV
+header, and is registered marked ``empty`` (never silently dropped, never
+passed off as audio).
+
+A ``siaga-call-*`` file is otherwise the service's to journal, when its caller
+leaves Stasis (or, after an event websocket gap, when the resync finds the
+caller gone). The sweeper is the safety net for the ones the service never
+saw end: above all a caller who hung up while the service itself was down (a
+SIGKILL: the next run does not know the call). Such a file, unchanged for ``call_settle_s`` (longer
+than the service's grace period, so the service goes first), whose channel
+is gone and which the service's journal has not registered, is registered
+here. These files are scanned only from a watermark (``calls_since``) that
+each sweep moves up, held back by any file whose channel is still up, so a
+restart looks again only at what finished since the last sweep.
+
+Every file the dialplan writes for a call is thus registered once:
+``siaga-call-*``, ``siaga-fallback-*`` and ``siaga-handback-*``; a second
+registration of the same path (service and sweeper both, around a restart)
+changes nothing in PostgreSQL. ``siaga-callback-*`` (a callback leg) has no
+call of ours to belong to yet and is left alone.
+
 Which files are done lives in ``<state_dir>/fallback-sweep.json``. Files older
 than the first start of the service with this state dir are never imported.
 """
@@ -47,7 +70,9 @@ log = structlog.get_logger(__name__)
 _NAME = re.compile(
     r"^siaga-(?P<kind>fallback|handback)-(?P<call_id>[A-Za-z0-9.-]{1,96})_(?P<number>[0-9+]{0,32})\.wav$"
 )
+_CALL_NAME = re.compile(r"^siaga-call-(?P<call_id>[A-Za-z0-9.-]{1,96})\.wav$")
 _EPOCH = re.compile(r"(?P<epoch>\d{9,11})\.\d+$")
+_WATERMARK_SLACK_S = 1.0  # file times are not exact: look back a little further
 _KEEP_DONE = 50_000  # names remembered (the oldest are forgotten first)
 
 
@@ -80,6 +105,15 @@ def parse_name(path: Path, *, mtime: float) -> FallbackFile | None:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class CallRecording:
+    """A call's own recording (``siaga-call-<call_id>.wav``) found on disk."""
+
+    path: Path
+    call_id: str
+    mtime: float
+
+
 ChannelAlive = Callable[[str], Awaitable[bool | None]]
 
 
@@ -94,9 +128,11 @@ class FallbackSweeper:
         *,
         channel_alive: ChannelAlive,
         incident_for: Callable[[str], str],
+        journalled: Callable[[str], bool] = lambda _name: False,
         language: str = "id",
         interval_s: float = 5.0,
         settle_s: float = 3.0,
+        call_settle_s: float = 10.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._recorder = recorder
@@ -107,29 +143,37 @@ class FallbackSweeper:
         self._language = language
         self._interval_s = interval_s
         self._settle_s = settle_s
+        self._call_settle_s = call_settle_s
+        self._journalled_by_service = journalled
         self._clock = clock
         self._wake = asyncio.Event()
-        self._since, self._done = self._load()
+        self._since, self._calls_since, self._done = self._load()
         self.journalled = 0
 
-    def _load(self) -> tuple[float, dict[str, None]]:
+    def _load(self) -> tuple[float, float, dict[str, None]]:
         try:
             data = json.loads(self._state_path.read_text(encoding="utf-8"))
             since = float(data["since"])
+            # A state file from before the call-recording watermark: start it
+            # now, rather than registering every recording since ``since`` again.
+            calls_since = float(data.get("calls_since", self._clock()))
             done = {str(n): None for n in data.get("done", [])}
         except FileNotFoundError:
             since, done = self._clock(), {}
-            self._save(since, done)
+            calls_since = since
+            self._save(since, calls_since, done)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             # A damaged state file must not stop the service; start afresh from now.
             log.error("fallback.state_unreadable", path=str(self._state_path), error=str(exc))  # noqa: TRY400
             since, done = self._clock(), {}
-            self._save(since, done)
-        return since, done
+            calls_since = since
+            self._save(since, calls_since, done)
+        return since, calls_since, done
 
-    def _save(self, since: float, done: dict[str, None]) -> None:
+    def _save(self, since: float, calls_since: float, done: dict[str, None]) -> None:
         tmp = self._state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"since": since, "done": list(done)}), encoding="utf-8")
+        state = {"since": since, "calls_since": calls_since, "done": list(done)}
+        tmp.write_text(json.dumps(state), encoding="utf-8")
         os.replace(tmp, self._state_path)
 
     def poke(self) -> None:
@@ -147,16 +191,23 @@ class FallbackSweeper:
                 await asyncio.wait_for(self._wake.wait(), timeout=self._interval_s)
             self._wake.clear()
 
-    def _candidates(self) -> list[FallbackFile]:
-        now = self._clock()
+    def _candidates(self, now: float) -> tuple[list[FallbackFile], list[CallRecording]]:
         found: list[FallbackFile] = []
+        calls: list[CallRecording] = []
+        with_fallback: set[str] = set()  # calls whose siaga-call-* a fallback file covers
         try:
             entries = list(os.scandir(self._dir))
         except FileNotFoundError:
-            return []
+            return [], []
         for entry in entries:
+            if entry.name.startswith("siaga-call-"):
+                if (rec := self._call_recording(entry, now)) is not None:
+                    calls.append(rec)
+                continue
             if not entry.name.startswith(("siaga-fallback-", "siaga-handback-")):
                 continue
+            if (m := _NAME.match(entry.name)) is not None:
+                with_fallback.add(m["call_id"])
             if entry.name in self._done:
                 continue
             try:
@@ -171,23 +222,77 @@ class FallbackSweeper:
                 self._done[entry.name] = None
                 continue
             found.append(parsed)
-        return sorted(found, key=lambda f: (f.arrived_at, f.call_id))
+        calls = [c for c in calls if c.call_id not in with_fallback]
+        return (
+            sorted(found, key=lambda f: (f.arrived_at, f.call_id)),
+            sorted(calls, key=lambda c: (c.mtime, c.call_id)),
+        )
+
+    def _call_recording(self, entry: os.DirEntry[str], now: float) -> CallRecording | None:
+        """A ``siaga-call-*`` file the service may have missed, or None."""
+        m = _CALL_NAME.match(entry.name)
+        if m is None or not ids.is_safe_id(m["call_id"]) or entry.name in self._done:
+            return None
+        try:
+            mtime = entry.stat().st_mtime
+        except FileNotFoundError:
+            return None
+        if mtime < self._calls_since:
+            return None  # looked at by an earlier sweep
+        return CallRecording(Path(entry.path), m["call_id"], mtime)
 
     async def sweep(self) -> int:
-        """Journal every finished fallback recording not yet journalled; return how many."""
-        files = await asyncio.to_thread(self._candidates)
+        """Journal every finished fallback recording not yet journalled, and
+        every call recording the service missed; return how many."""
+        started = self._clock()
+        files, calls = await asyncio.to_thread(self._candidates, started)
         count = 0
         for f in files:
             if await self._channel_alive(f.call_id):
                 continue  # the call is still going on: its recording is not finished
             await self._journal(f)
-            self._done[f.path.name] = None
-            while len(self._done) > _KEEP_DONE:
-                self._done.pop(next(iter(self._done)))
-            await asyncio.to_thread(self._save, self._since, dict(self._done))
+            await self._mark_done(f.path.name)
             count += 1
+        # The watermark may pass every file this sweep has settled, except one
+        # whose channel is still up (its recording may have stopped while the
+        # call goes on) or that is still being written.
+        watermark = started - self._call_settle_s - _WATERMARK_SLACK_S
+        for c in calls:
+            if started - c.mtime < self._call_settle_s:
+                continue  # still being written, or the service's grace period
+            if self._journalled_by_service(c.path.name):
+                continue
+            if await self._channel_alive(c.call_id):
+                watermark = min(watermark, c.mtime)
+                continue
+            await self._journal_missed_call_recording(c)
+            await self._mark_done(c.path.name)
+            count += 1
+        if watermark > self._calls_since:
+            self._calls_since = watermark
+            await asyncio.to_thread(self._save, self._since, self._calls_since, dict(self._done))
         self.journalled += count
         return count
+
+    async def _mark_done(self, name: str) -> None:
+        self._done[name] = None
+        while len(self._done) > _KEEP_DONE:
+            self._done.pop(next(iter(self._done)))
+        await asyncio.to_thread(self._save, self._since, self._calls_since, dict(self._done))
+
+    async def _journal_missed_call_recording(self, c: CallRecording) -> None:
+        """A call recording whose end the service never saw (see the module doc)."""
+        incident_id = self._incident_for(c.call_id)
+        with structlog.contextvars.bound_contextvars(call_id=c.call_id, incident_id=incident_id):
+            info = await describe_recording(c.path)
+            started = c.mtime - (info.duration_s or 0.0)
+            await self._recorder.recording(c.call_id, info, started_at=started, ended_at=c.mtime)
+            log.warning(
+                "recording.journalled_late",
+                recording=c.path.name,
+                empty=info.empty,
+                hint="the call ended while the service was away",
+            )
 
     async def _journal(self, f: FallbackFile) -> None:
         incident_id = self._incident_for(f.call_id)
@@ -237,4 +342,6 @@ class FallbackSweeper:
             return  # a call from before the call recording, or no audio path at all
         started = f.arrived_at
         ended = started + (info.duration_s or 0.0)
+        if info.empty:  # Stasis() failed at once: registered, marked for what it is
+            log.info("recording.empty", recording=path.name, size_bytes=info.size_bytes)
         await self._recorder.recording(f.call_id, info, started_at=started, ended_at=ended)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,7 @@ def ends_call(event: core.PublishCallEvent) -> bool:
 
 
 _GROUP_MAX = 500  # jobs written together at most
+_RECORDINGS_MEMORY = 10_000  # recording files remembered as journalled by us
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +71,7 @@ class IncidentJournal:
         self._clock = clock
         self._work: asyncio.Queue[_Job] = asyncio.Queue()
         self._arrivals: dict[str, float] = {}
+        self._recordings: OrderedDict[str, None] = OrderedDict()  # file names journalled
         self.written = 0
         self.failed = 0
 
@@ -104,6 +107,8 @@ class IncidentJournal:
                 language=self._language,
                 incident_id=uuid.UUID(incident_id),
                 recovered=event.recovered,
+                from_header_raw=who.from_raw,
+                pai_header_raw=who.pai_raw,
             )
 
         self._put(event.call_id, incident_id, job)
@@ -144,9 +149,17 @@ class IncidentJournal:
 
             self._put(resolved.call_id, incident_id, resolve)
 
+    def journalled(self, file_name: str) -> bool:
+        """True if this run was asked to journal recording ``file_name`` (the
+        fallback sweeper leaves those to us)."""
+        return file_name in self._recordings
+
     def recording_done(self, call_id: str, name: str, incident_id: str | None) -> None:
         ended = self._clock()
         path = self._recording_dir / f"{name}.wav"
+        self._recordings[path.name] = None
+        while len(self._recordings) > _RECORDINGS_MEMORY:
+            self._recordings.popitem(last=False)
 
         async def job() -> object:
             try:

@@ -14,7 +14,7 @@ Identifiers:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Union
 
@@ -40,15 +40,23 @@ class CallerIdentity:
     number: str = ""
     name: str = ""
     pai: str = ""  # P-Asserted-Identity number, when the trunk sent one
+    # The From and P-Asserted-Identity headers' exact bytes, as evidence (the
+    # fields above are cleaned). The core never reads them; they ride along to
+    # the incident record. Bounded, so a waiting caller's memory is too.
+    from_raw: bytes = field(default=b"", repr=False)
+    pai_raw: bytes = field(default=b"", repr=False)
 
     def __post_init__(self) -> None:
-        for field, value, limit in (
+        for name, value, limit in (
             ("number", self.number, 64),
             ("name", self.name, 2048),
             ("pai", self.pai, 64),
         ):
-            _require(isinstance(value, str), f"caller {field} must be a string")
-            _require(len(value) <= limit, f"caller {field} longer than {limit} chars")
+            _require(isinstance(value, str), f"caller {name} must be a string")
+            _require(len(value) <= limit, f"caller {name} longer than {limit} chars")
+        for name, raw in (("from_raw", self.from_raw), ("pai_raw", self.pai_raw)):
+            _require(isinstance(raw, bytes), f"caller {name} must be bytes")
+            _require(len(raw) <= 8192, f"caller {name} longer than 8192 bytes")
 
     @property
     def best_number(self) -> str:

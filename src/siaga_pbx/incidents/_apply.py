@@ -30,8 +30,9 @@ log = structlog.get_logger(__name__)
 
 _INSERT_CALL = (
     "INSERT INTO calls (call_id, incident_id, caller_number, caller_name, pai,"
-    " caller_number_raw, caller_name_raw, pai_raw, trunk, queue, language, arrived_at)"
-    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+    " caller_number_raw, caller_name_raw, pai_raw, trunk, queue, language, arrived_at,"
+    " from_header_raw, pai_header_raw)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
 )
 _INSERT_CALL_ONCE = _INSERT_CALL + " ON CONFLICT (call_id) DO NOTHING RETURNING 1"
 _INSERT_CALL += " RETURNING 1"
@@ -89,6 +90,8 @@ async def _open_incident(conn: asyncpg.Connection, op: OpenIncident, window_s: f
         storable(op.queue)[0],
         storable(op.language)[0],
         arrived,
+        op.from_header_raw or None,
+        op.pai_header_raw or None,
     )
     if inserted is None:
         return  # recovered, and journalled by the run before: nothing to add
@@ -153,11 +156,12 @@ async def _register_recording(conn: asyncpg.Connection, op: RegisterRecording) -
     # only grows, so the larger description wins; the same one changes nothing.
     await conn.execute(
         "INSERT INTO recordings (call_id, incident_id, path, started_at, ended_at,"
-        " duration_s, size_bytes, sha256)"
-        " VALUES ($1, (SELECT incident_id FROM calls WHERE call_id = $1), $2, $3, $4, $5, $6, $7)"
+        " duration_s, size_bytes, sha256, empty)"
+        " VALUES ($1, (SELECT incident_id FROM calls WHERE call_id = $1),"
+        " $2, $3, $4, $5, $6, $7, $8)"
         " ON CONFLICT (path) DO UPDATE SET ended_at = EXCLUDED.ended_at,"
         " duration_s = EXCLUDED.duration_s, size_bytes = EXCLUDED.size_bytes,"
-        " sha256 = EXCLUDED.sha256"
+        " sha256 = EXCLUDED.sha256, empty = EXCLUDED.empty"
         " WHERE recordings.call_id = EXCLUDED.call_id"
         " AND EXCLUDED.size_bytes > recordings.size_bytes",
         op.call_id,
@@ -167,6 +171,7 @@ async def _register_recording(conn: asyncpg.Connection, op: RegisterRecording) -
         None if op.duration_s is None else float(op.duration_s),
         op.size_bytes,
         op.sha256,
+        op.empty,
     )
 
 

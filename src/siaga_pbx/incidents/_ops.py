@@ -13,6 +13,8 @@ only when the op is applied (see ``_text``).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import json
 import math
@@ -44,6 +46,9 @@ DetailValue: TypeAlias = str | int | float | bool
 _MAX_EPOCH = 253402300799.0
 _STAGE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_MAX_RAW_HEADER = 8192  # bytes of one raw SIP header (the column's CHECK too)
+# Fields held as bytes: base64 in the outbox's JSON.
+_BYTES_FIELDS = ("from_header_raw", "pai_header_raw")
 
 
 def _require(cond: bool, msg: str) -> None:
@@ -110,6 +115,10 @@ class OpenIncident:
     # Found again by a restarted service: open the incident only if no run
     # did before (then with its 'arrived' timeline entry), never twice.
     recovered: bool = False
+    # The From / P-Asserted-Identity headers' exact bytes (evidence beside the
+    # cleaned text above); stored base64 in the outbox's JSON.
+    from_header_raw: bytes = b""
+    pai_header_raw: bytes = b""
 
     def __post_init__(self) -> None:
         _check_call_id(self.call_id)
@@ -121,6 +130,10 @@ class OpenIncident:
         _check_str("trunk", self.trunk, 256)
         _check_str("queue", self.queue, 128)
         _check_str("language", self.language, 35)  # longest BCP 47 tag in practice
+        for name in ("from_header_raw", "pai_header_raw"):
+            raw = getattr(self, name)
+            _require(isinstance(raw, bytes), f"{name} must be bytes")
+            _require(len(raw) <= _MAX_RAW_HEADER, f"{name} longer than {_MAX_RAW_HEADER} bytes")
 
     @property
     def best_number(self) -> str:
@@ -166,6 +179,8 @@ class RegisterRecording:
     duration_s: float | None
     size_bytes: int
     sha256: str
+    # The file holds no audio (a WAV header only): registered, marked as such.
+    empty: bool = False
 
     def __post_init__(self) -> None:
         _check_call_id(self.call_id)
@@ -190,6 +205,7 @@ class RegisterRecording:
             isinstance(self.sha256, str) and _SHA256.match(self.sha256) is not None,
             "sha256 must be 64 lowercase hex digits",
         )
+        _require(isinstance(self.empty, bool), "empty must be a bool")
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,7 +302,11 @@ def encode_op(op: Op) -> tuple[str, str]:
     payload: dict[str, object] = {}
     for f in dataclasses.fields(op):
         value = getattr(op, f.name)
-        payload[f.name] = str(value) if isinstance(value, uuid.UUID) else value
+        if isinstance(value, uuid.UUID):
+            value = str(value)
+        elif isinstance(value, bytes):
+            value = base64.b64encode(value).decode("ascii")
+        payload[f.name] = value
     return op.kind, json.dumps(payload, ensure_ascii=True, allow_nan=False, sort_keys=True)
 
 
@@ -301,6 +321,9 @@ def decode_op(kind: str, payload: str) -> Op:
         _require(isinstance(data, dict), "payload is not a JSON object")
         if cls is OpenIncident and "incident_id" in data:
             data["incident_id"] = uuid.UUID(str(data["incident_id"]))
+        for name in _BYTES_FIELDS:
+            if cls is OpenIncident and name in data:
+                data[name] = base64.b64decode(str(data[name]), validate=True)
         return cls(**data)
-    except (TypeError, json.JSONDecodeError) as exc:
+    except (TypeError, json.JSONDecodeError, binascii.Error) as exc:
         raise ValueError(f"corrupt {kind} payload: {exc}") from exc

@@ -49,10 +49,13 @@ class IncidentRecorder:
         language: str = "",
         incident_id: uuid.UUID | None = None,
         recovered: bool = False,
+        from_header_raw: bytes = b"",
+        pai_header_raw: bytes = b"",
     ) -> uuid.UUID:
         """Record a call's arrival and open its incident (a fresh id unless
         ``incident_id`` names an existing incident to attach the call to).
-        ``recovered``: see ``OpenIncident.recovered``."""
+        ``recovered``: see ``OpenIncident.recovered``; ``*_header_raw``: the
+        From / P-Asserted-Identity headers' exact bytes."""
         incident = incident_id if incident_id is not None else uuid.uuid4()
         await self.outbox.append(
             OpenIncident(
@@ -66,6 +69,8 @@ class IncidentRecorder:
                 queue=queue,
                 language=language,
                 recovered=recovered,
+                from_header_raw=from_header_raw,
+                pai_header_raw=pai_header_raw,
             )
         )
         return incident
@@ -92,7 +97,8 @@ class IncidentRecorder:
         started_at: float,
         ended_at: float | None = None,
     ) -> int:
-        """Register a finished recording (``info`` from ``describe_recording``)."""
+        """Register a finished recording (``info`` from ``describe_recording``);
+        one without audio is registered too, marked ``empty``."""
         return await self.outbox.append(
             RegisterRecording(
                 call_id=call_id,
@@ -102,6 +108,7 @@ class IncidentRecorder:
                 duration_s=info.duration_s,
                 size_bytes=info.size_bytes,
                 sha256=info.sha256,
+                empty=info.empty,
             )
         )
 

@@ -23,6 +23,12 @@ class RecordingInfo:
     sha256: str
     duration_s: float | None
 
+    @property
+    def empty(self) -> bool:
+        """No audio in it: an empty file, or a WAV with no frames (44 bytes of
+        header: the recorder stopped before the first frame)."""
+        return self.size_bytes == 0 or self.duration_s == 0.0
+
 
 def describe_recording_sync(path: str | Path) -> RecordingInfo:
     """Blocking version of ``describe_recording`` (for threads and scripts)."""

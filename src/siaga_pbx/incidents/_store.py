@@ -111,6 +111,20 @@ def _row(record: asyncpg.Record, *, json_columns: Sequence[str] = ()) -> JsonDic
     return out
 
 
+def _call_row(record: asyncpg.Record) -> JsonDict:
+    """A call, its raw SIP headers as base64 (``from_header_b64``,
+    ``pai_header_b64``; null when not captured) beside the cleaned text."""
+    out = _row(record)
+    for column, key in (
+        ("from_header_raw", "from_header_b64"),
+        ("pai_header_raw", "pai_header_b64"),
+    ):
+        out.pop(column, None)
+        raw = record[column]
+        out[key] = None if raw is None else base64.b64encode(bytes(raw)).decode("ascii")
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class IncidentQuery:
     """Filters for ``list_incidents``; ``opened_from`` inclusive, ``opened_to`` exclusive."""
@@ -264,7 +278,8 @@ class IncidentStore:
                 return None
             calls = await conn.fetch(
                 "SELECT c.call_id, c.caller_number, c.caller_name, c.pai, c.best_number,"
-                " c.caller_number_raw, c.caller_name_raw, c.pai_raw, c.trunk, c.queue,"
+                " c.caller_number_raw, c.caller_name_raw, c.pai_raw,"
+                " c.from_header_raw, c.pai_header_raw, c.trunk, c.queue,"
                 " c.language, ct.arrived_at, ct.answered_at, ct.ended_at, ct.taker_id,"
                 " ct.wait_s, ct.talk_s, c.hangup_side, c.hangup_cause"
                 " FROM calls c JOIN call_times ct USING (call_id)"
@@ -277,8 +292,8 @@ class IncidentStore:
                 incident_id,
             )
             recordings = await conn.fetch(
-                "SELECT id, call_id, started_at, ended_at, duration_s, size_bytes, sha256"
-                " FROM recordings WHERE incident_id = $1 ORDER BY started_at, id",
+                "SELECT id, call_id, started_at, ended_at, duration_s, size_bytes, sha256,"
+                " empty FROM recordings WHERE incident_id = $1 ORDER BY started_at, id",
                 incident_id,
             )
             links = await conn.fetch(
@@ -291,7 +306,7 @@ class IncidentStore:
                 incident_id,
             )
         out = _row(head)
-        out["calls"] = [_row(c) for c in calls]
+        out["calls"] = [_call_row(c) for c in calls]
         out["timeline"] = [_row(t, json_columns=("detail",)) for t in timeline]
         out["recordings"] = [_row(r) for r in recordings]
         out["links"] = [_row(link) for link in links]

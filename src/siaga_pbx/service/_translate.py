@@ -112,6 +112,8 @@ def caller_identity_of(chan: ari.Channel) -> core.CallerIdentity:
         pai_header=str(vars_.get(ids.VAR_PAI) or ""),
         channel_number=chan.caller.number if chan.caller else "",
         channel_name=chan.caller.name if chan.caller else "",
+        from_b64=str(vars_.get(ids.VAR_FROM_B64) or ""),
+        pai_b64=str(vars_.get(ids.VAR_PAI_B64) or ""),
     )
 
 

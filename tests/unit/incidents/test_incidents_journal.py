@@ -184,3 +184,25 @@ async def test_a_resolved_callback_is_journalled(tmp_path: Path) -> None:
         assert [e.op for e in await outbox.peek(10)] == [
             ResolveCallbackEntry("c1", "unreachable", "taker:ab12", 50.0, "three tries")
         ]
+
+
+async def test_raw_header_bytes_and_an_empty_recording_reach_the_outbox(tmp_path: Path) -> None:
+    """The caller's raw header bytes ride into OpenIncident; a header-only WAV is
+    registered marked empty; the journal remembers what it registered (for the sweeper)."""
+    wav(tmp_path / "siaga-call-c1.wav", 0.0)
+    async with Outbox(tmp_path / "outbox.sqlite3") as outbox:
+        journal = IncidentJournal(IncidentRecorder(outbox), tmp_path, clock=lambda: 100.0)
+        who = core.CallerIdentity("0812", from_raw=b'"\xff\x01" <sip:0812@op>', pai_raw=b"<x>")
+        journal.call_arrived(core.CallerArrived("c1", who, "main"), 1.0, INCIDENT)
+        journal.recording_done("c1", "siaga-call-c1", INCIDENT)
+        assert journal.journalled("siaga-call-c1.wav")
+        assert not journal.journalled("siaga-call-c2.wav")
+        writer = asyncio.create_task(journal.run())
+        await asyncio.wait_for(journal.flush(), 10)
+        writer.cancel()
+        ops = [e.op for e in await outbox.peek(100)]
+    opened, registered = ops
+    assert isinstance(opened, OpenIncident)
+    assert (opened.from_header_raw, opened.pai_header_raw) == (b'"\xff\x01" <sip:0812@op>', b"<x>")
+    assert isinstance(registered, RegisterRecording)
+    assert (registered.size_bytes, registered.duration_s, registered.empty) == (44, 0.0, True)

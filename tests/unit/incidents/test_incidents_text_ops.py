@@ -77,11 +77,35 @@ class TestOps:
         assert payload.isascii()
         assert decode_op(kind, payload) == op
 
+    @given(from_raw=st.binary(max_size=300), pai_raw=st.binary(max_size=300))
+    def test_open_incident_round_trips_raw_header_bytes(
+        self, from_raw: bytes, pai_raw: bytes
+    ) -> None:
+        """The raw From / PAI header bytes (any bytes) survive the outbox codec exactly."""
+        op = OpenIncident(
+            "c1", uuid.uuid4(), 1.5e9, from_header_raw=from_raw, pai_header_raw=pai_raw
+        )
+        kind, payload = encode_op(op)
+        assert payload.isascii()
+        assert decode_op(kind, payload) == op
+
+    def test_an_op_from_before_raw_headers_still_decodes(self) -> None:
+        """An OpenIncident queued by an older version (no raw header fields) decodes."""
+        payload = (
+            '{"arrived_at": 1.5e9, "call_id": "c1", "caller_name": "A", "caller_number": "1",'
+            ' "incident_id": "5e1a6a11-2c0d-4b1e-9a12-000000000112", "language": "",'
+            ' "pai": "", "queue": "", "recovered": false, "trunk": ""}'
+        )
+        op = decode_op("open_incident", payload)
+        assert isinstance(op, OpenIncident)
+        assert (op.from_header_raw, op.pai_header_raw) == (b"", b"")
+
     @pytest.mark.parametrize(
         "op",
         [
             AppendTimeline("c1", "answered", 1.7e9, {"taker_id": "t1", "n": 2, "ok": True}),
             RegisterRecording("c1", "/var/rec/c1.wav", 1.7e9, 1.7e9 + 3, 3.0, 48044, SHA),
+            RegisterRecording("c1", "/var/rec/c1.wav", 1.7e9, 1.7e9, 0.0, 44, SHA, empty=True),
             AddCallbackEntry("c1", "0812", 1.7e9, 1.7e9 + 9, "main", "waiting"),
             CloseCall("c1", 1.7e9, "caller", "16"),
         ],
@@ -116,6 +140,8 @@ class TestOps:
             (lambda: AddCallbackEntry("c", "1", 1.0, 2.0, "q", "gone"), "where"),  # type: ignore[arg-type]
             (lambda: OpenIncident("c", "not-a-uuid", 1.0), "incident_id"),  # type: ignore[arg-type]
             (lambda: OpenIncident("c", uuid.uuid4(), 1.0, language="x" * 36), "language"),
+            (lambda: OpenIncident("c", uuid.uuid4(), 1.0, from_header_raw="x"), "bytes"),  # type: ignore[arg-type]
+            (lambda: OpenIncident("c", uuid.uuid4(), 1.0, pai_header_raw=b"x" * 8193), "8192"),
         ],
     )
     def test_invalid_fields_are_rejected_when_built(self, build: object, message: str) -> None:
@@ -132,6 +158,11 @@ class TestOps:
             ("close_call", "[1]"),
             ("close_call", '{"call_id": "c"}'),
             ("close_call", '{"call_id": "c", "ended_at": 1, "surprise": 1}'),
+            (
+                "open_incident",
+                '{"call_id": "c", "incident_id": "5e1a6a11-2c0d-4b1e-9a12-000000000112",'
+                ' "arrived_at": 1, "from_header_raw": "not base64!"}',
+            ),
         ],
     )
     def test_undecodable_payloads_raise_value_error(self, kind: str, payload: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -75,6 +77,63 @@ class TestIdentity:
             from_header=f'"{long}" <sip:1@x>', pai_header="", channel_number="", channel_name=""
         )
         assert who.name == long
+
+
+def b64(raw: bytes) -> str:
+    """What [siaga-raw-header] makes of a header: % ( ) escaped, then base64."""
+    escaped = raw.replace(b"%", b"%25").replace(b"(", b"%28").replace(b")", b"%29")
+    return base64.b64encode(escaped).decode("ascii")
+
+
+class TestRawHeader:
+    def test_invalid_utf8_and_control_characters_come_back_exactly(self) -> None:
+        """The dialplan's base64 copy yields the header's bytes as sent, bad UTF-8 and all."""
+        raw = b'"Bad \xff\xfe\xc3 \x01\x07\x1b[2J" <sip:0811@op>;tag=1'
+        assert callerid.raw_header(b64(raw)) == raw
+
+    def test_the_dialplan_escapes_are_undone_exactly(self) -> None:
+        """%, ( and ) (escaped by the dialplan) come back as sent, literal %28 included."""
+        raw = b'"a) b:1:2 (c %28 %% %2" <sip:0811@op>'
+        assert callerid.raw_header(b64(raw)) == raw
+
+    @given(st.binary(max_size=600))
+    def test_any_header_bytes_round_trip(self, raw: bytes) -> None:
+        """Whatever bytes the header holds, the dialplan's copy gives them back exactly."""
+        assert callerid.raw_header(b64(raw)) == raw
+
+    def test_cleaned_name_and_exact_bytes_side_by_side(self) -> None:
+        """The identity carries the cleaned name and the exact From and PAI bytes."""
+        from_raw = b'"A\x07\xff" <sip:0811@op>'
+        pai_raw = b"<tel:+62811>"
+        who = callerid.identity(
+            from_header=from_raw.decode("utf-8", "replace"),
+            pai_header=pai_raw.decode(),
+            channel_number="",
+            channel_name="",
+            from_b64=b64(from_raw),
+            pai_b64=b64(pai_raw),
+        )
+        assert who.name == "A\ufffd\ufffd"
+        assert (who.from_raw, who.pai_raw) == (from_raw, pai_raw)
+
+    def test_a_copy_cut_short_keeps_the_bytes_before_the_cut(self) -> None:
+        """A base64 copy cut mid-quantum (Asterisk's 4 KB buffers) gives the bytes it holds."""
+        raw = bytes(b for b in range(256) if b not in b"%()") * 4
+        for cut in range(1, 12):
+            got = callerid.raw_header(b64(raw)[:-cut])
+            assert raw.startswith(got) and len(raw) - len(got) <= 9, cut
+
+    def test_huge_or_junk_input_is_bounded_and_never_raises(self) -> None:
+        """A megabyte of base64 is cut to MAX_RAW_HEADER bytes; junk gives no bytes."""
+        assert len(callerid.raw_header(b64(b"x" * 1_000_000))) == callerid.MAX_RAW_HEADER
+        assert callerid.raw_header("!!! ### --- \u00e9 ...") == b""
+        assert callerid.raw_header("") == b""
+
+    @given(st.text(max_size=500))
+    def test_any_text_yields_bounded_bytes(self, text: str) -> None:
+        """Whatever the channel variable holds, raw_header returns bounded bytes."""
+        got = callerid.raw_header(text)
+        assert isinstance(got, bytes) and len(got) <= callerid.MAX_RAW_HEADER
 
 
 class TestFuzz:

@@ -27,6 +27,7 @@ CALL = "siaga-test-1794999900.42"
 
 
 def wav(path: Path, seconds: float = 1.0, mtime: float = NOW - 60) -> Path:
+    """A mono 8 kHz WAV of ``seconds`` (0: the 44-byte header alone)."""
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
@@ -36,11 +37,20 @@ def wav(path: Path, seconds: float = 1.0, mtime: float = NOW - 60) -> Path:
     return path
 
 
-async def sweep(tmp_path: Path, *, alive: bool = False, since: float = NOW - 3600) -> list[object]:
+async def sweep(
+    tmp_path: Path,
+    *,
+    alive: bool = False,
+    since: float = NOW - 3600,
+    calls_since: float | None = None,
+    journalled: frozenset[str] = frozenset(),
+    now: float = NOW,
+) -> list[object]:
     state = tmp_path / "state"
     state.mkdir(exist_ok=True)
     if not (state / "fallback-sweep.json").exists():
-        (state / "fallback-sweep.json").write_text(f'{{"since": {since}, "done": []}}')
+        marks = f', "calls_since": {calls_since}' if calls_since is not None else ""
+        (state / "fallback-sweep.json").write_text(f'{{"since": {since}{marks}, "done": []}}')
 
     async def channel_alive(_call_id: str) -> bool:
         return alive
@@ -52,7 +62,8 @@ async def sweep(tmp_path: Path, *, alive: bool = False, since: float = NOW - 360
             state,
             channel_alive=channel_alive,
             incident_for=incident_id_for,
-            clock=lambda: NOW,
+            journalled=journalled.__contains__,
+            clock=lambda: now,
         )
         await sweeper.sweep()
         return [e.op for e in await outbox.peek(1000)]
@@ -118,7 +129,7 @@ class TestSweep:
         rec.mkdir()
         wav(rec / f"siaga-fallback-{CALL}_1.wav", mtime=NOW - 1)  # still being written
         wav(rec / "siaga-fallback-siaga-test-1.2_2.wav", mtime=NOW - 7200)  # before our time
-        wav(rec / f"siaga-call-{CALL}.wav")  # the call recording: never journalled alone
+        wav(rec / f"siaga-call-{CALL}.wav")  # the call recording: with its fallback file
         wav(rec / f"siaga-callback-{CALL}_3.wav")
         assert await sweep(tmp_path) == []
         os.utime(rec / f"siaga-fallback-{CALL}_1.wav", (NOW - 60, NOW - 60))
@@ -161,3 +172,63 @@ class TestSweep:
         (tmp_path / "state" / "fallback-sweep.json").write_text("{not json")
         wav(tmp_path / "rec" / f"siaga-fallback-{CALL}_0811.wav")
         assert await sweep(tmp_path) == []
+
+
+class TestEveryFileOnce:
+    """Every file the dialplan writes for a call is registered once (or marked empty)."""
+
+    async def test_the_empty_call_recording_of_a_fallback_call_is_marked_empty(
+        self, tmp_path: Path
+    ) -> None:
+        """The 44-byte siaga-call-* of a call whose Stasis() failed is registered empty;
+        the fallback's own recording, with audio, is not."""
+        rec = tmp_path / "rec"
+        rec.mkdir()
+        wav(rec / f"siaga-fallback-{CALL}_0811.wav", seconds=6.4)
+        empty = wav(rec / f"siaga-call-{CALL}.wav", seconds=0.0)
+        assert empty.stat().st_size == 44
+        ops = await sweep(tmp_path)
+        regs = {op.path: op for op in ops if isinstance(op, RegisterRecording)}
+        assert len(regs) == 2
+        assert regs[str(empty)].empty and regs[str(empty)].duration_s == 0.0
+        assert not regs[str(rec / f"siaga-fallback-{CALL}_0811.wav")].empty
+
+    async def test_a_call_recording_whose_end_the_service_missed_is_registered(
+        self, tmp_path: Path
+    ) -> None:
+        """A siaga-call-* file finished while the service was away (no StasisEnd) is
+        registered by the sweeper, once, even across a restart."""
+        rec = tmp_path / "rec"
+        rec.mkdir()
+        path = wav(rec / f"siaga-call-{CALL}.wav", seconds=2.0, mtime=NOW - 30)
+        ops = await sweep(tmp_path, calls_since=NOW - 120)
+        assert len(ops) == 1 and isinstance(ops[0], RegisterRecording)
+        assert (ops[0].call_id, ops[0].path, ops[0].empty) == (CALL, str(path), False)
+        assert ops[0].ended_at == NOW - 30 and ops[0].started_at == NOW - 32
+        assert await sweep(tmp_path, now=NOW + 60) == ops  # a later sweep adds nothing
+
+    async def test_the_services_own_and_unsettled_call_recordings_are_left(
+        self, tmp_path: Path
+    ) -> None:
+        """A call recording the service journalled, or one inside its grace period, is
+        left to the service; a live channel's waits, and is taken once it is gone."""
+        rec = tmp_path / "rec"
+        rec.mkdir()
+        mine = wav(rec / "siaga-call-siaga-test-1.1.wav", mtime=NOW - 30)
+        wav(rec / "siaga-call-siaga-test-1.2.wav", mtime=NOW - 5)  # the service's grace
+        live = wav(rec / "siaga-call-siaga-test-1.3.wav", mtime=NOW - 600)
+        got = await sweep(
+            tmp_path, calls_since=NOW - 900, journalled=frozenset({mine.name}), alive=True
+        )
+        assert got == []
+        # Later: the live channel has gone; the watermark held back for it.
+        ops = await sweep(tmp_path, journalled=frozenset({mine.name}), now=NOW + 600)
+        paths = [op.path for op in ops if isinstance(op, RegisterRecording)]
+        assert paths == [str(live), str(rec / "siaga-call-siaga-test-1.2.wav")]
+
+    async def test_a_restart_looks_only_past_the_watermark(self, tmp_path: Path) -> None:
+        """Call recordings older than the last sweep's watermark are not described again."""
+        rec = tmp_path / "rec"
+        rec.mkdir()
+        wav(rec / "siaga-call-siaga-test-1.1.wav", mtime=NOW - 3000)
+        assert await sweep(tmp_path, calls_since=NOW - 60) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any, get_args
 
@@ -86,6 +87,24 @@ class TestCallers:
         out = run(event("StasisStart", args=["caller"], channel=channel("1.8")))
         assert isinstance(out[0], core.CallerArrived)
         assert out[0].caller == core.CallerIdentity(number="0811", name="Chan Name")
+
+    def test_caller_arrives_with_the_raw_header_bytes(self) -> None:
+        """The dialplan's base64 header copies reach CallerArrived as the exact bytes."""
+        from_raw = b'"Bad \xff\xfe\x01" <sip:0811222@op>;tag=1'
+        ch = channel(
+            "siaga-test-1.8",
+            channelvars={
+                "SIAGA_FROM": from_raw.decode("utf-8", "replace"),
+                "SIAGA_PAI": "<tel:+62811222>",
+                "SIAGA_FROM_B64": base64.b64encode(from_raw).decode(),  # no % ( ) in it
+                "SIAGA_PAI_B64": base64.b64encode(b"<tel:+62811222>").decode(),
+            },
+        )
+        out = run(event("StasisStart", args=["caller", "trunk"], channel=ch))
+        assert isinstance(out[0], core.CallerArrived)
+        assert out[0].caller.from_raw == from_raw
+        assert out[0].caller.pai_raw == b"<tel:+62811222>"
+        assert out[0].caller.name == "Bad \ufffd\ufffd\ufffd"
 
     def test_a_caller_already_up_is_not_answered_again(self) -> None:
         """The dialplan answers before Stasis(); a channel still ringing gets our answer."""
