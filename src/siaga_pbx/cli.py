@@ -11,10 +11,11 @@ from pathlib import Path
 
 import aiohttp
 import asyncpg
+import structlog
 import uvloop
 
 from . import __version__, ari, logs
-from .config import ConfigError, Settings, load
+from .config import ConfigError, Settings, load, unknown_environment
 from .incidents import migrate, purge
 from .runtime import Runtime
 
@@ -42,6 +43,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"siaga-pbx: {exc}", file=sys.stderr)
         return 2
     logs.configure(settings.log_level)
+    if unknown := unknown_environment():
+        structlog.get_logger(__name__).warning(
+            "config.unknown_environment", variables=unknown, hint="no setting has these names"
+        )
     if args.command == "run":
         if settings.event_loop == "uvloop":
             return uvloop.run(_run(settings))

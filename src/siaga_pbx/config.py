@@ -11,11 +11,19 @@ well-known credentials, so a production centre never runs with them.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -38,11 +46,22 @@ _ADMIN: Role = "admin"
 _config_file: ContextVar[str | None] = ContextVar("siaga_config_file", default=None)
 
 
+# Every settings model refuses keys it does not know, at every level, so a
+# misspelt ``ring_timout_s`` in a queue or ``pasword`` under ``[ari]`` is an
+# error naming its path (in the TOML file, in SIAGA_* variables and in the API),
+# never a silently ignored line.
+_STRICT = ConfigDict(extra="forbid")
+
+# A queue's or a taker's name: it appears in API paths (/api/queues/{name}).
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
 class ConfigError(Exception):
     """The configuration is invalid; the message says which setting and why."""
 
 
 class AriSettings(BaseModel):
+    model_config = _STRICT
     url: str = "http://127.0.0.1:8088"
     username: str = "siaga"
     password: str = LAB_ARI_PASSWORD
@@ -58,6 +77,7 @@ class AriSettings(BaseModel):
 
 
 class HttpSettings(BaseModel):
+    model_config = _STRICT
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     # bearer token -> role (admin, supervisor, taker, ops)
@@ -65,6 +85,7 @@ class HttpSettings(BaseModel):
 
 
 class OverflowSettings(BaseModel):
+    model_config = _STRICT
     after_s: float | None = None
     queue: str = ""
     dial: str = ""
@@ -72,7 +93,8 @@ class OverflowSettings(BaseModel):
 
 
 class QueueSettings(BaseModel):
-    name: str
+    model_config = _STRICT
+    name: str = Field(pattern=NAME_PATTERN)
     strategy: core.Strategy = core.Strategy.LEASTRECENT
     ring_timeout_s: float = 15.0
     retry_delay_s: float = 1.0
@@ -115,7 +137,8 @@ class QueueSettings(BaseModel):
 
 
 class TakerSettings(BaseModel):
-    id: str
+    model_config = _STRICT
+    id: str = Field(pattern=NAME_PATTERN)
     endpoint: str
     queues: list[str] = Field(default_factory=lambda: ["main"])
     logged_in: bool = True
@@ -137,6 +160,8 @@ def _lab_takers() -> list[TakerSettings]:
 
 class AgencySettings(BaseModel):
     """One OPD agency (siaga_pbx.conference.Agency); the database copy wins when reachable."""
+
+    model_config = _STRICT
 
     code: str
     name: str
@@ -194,6 +219,8 @@ def _lab_agencies() -> list[AgencySettings]:
 class PromptSettings(BaseModel):
     """ARI media URIs per logical prompt; a recorded file overrides the
     generated Indonesian speech by pointing at it (e.g. ``sound:custom/greeting``)."""
+
+    model_config = _STRICT
 
     language: str = "id"
     greeting: str = "sound:siaga/greeting"
@@ -284,6 +311,21 @@ class Settings(BaseSettings):
         if config_file:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
         return tuple(sources)
+
+
+def unknown_environment(environ: Mapping[str, str] | None = None) -> list[str]:
+    """``SIAGA_*`` variables that name no setting.
+
+    A misspelt key *inside* a setting (``SIAGA_ARI__PASWORD``) is refused by
+    the strict models; pydantic-settings reads only the variables it knows at
+    the top level, so a misspelt top-level name (``SIAGA_DATABSE_DSN``) would
+    pass unseen. The tools' own ``SIAGA_*`` variables share the prefix, so
+    these are reported (logged at start-up), not refused."""
+    env = os.environ if environ is None else environ
+    known = {f"SIAGA_{name.upper()}" for name in Settings.model_fields} | {"SIAGA_CONFIG_FILE"}
+    return sorted(
+        k for k in env if k.upper().startswith("SIAGA_") and k.upper().split("__")[0] not in known
+    )
 
 
 def load(config_file: Path | None = None, **overrides: Any) -> Settings:

@@ -34,6 +34,7 @@ from .adapters.http import make_app
 from .adapters.incidents import IncidentJournal
 from .adapters.metrics import Metrics
 from .adapters.telephony import AriTelephony
+from .centre import CentreKeeper, LocalCopy, PgConfigStore, add_centre_routes, seed_of
 from .config import Settings
 from .incidents import (
     CallbackRestorer,
@@ -79,7 +80,10 @@ class Runtime:
                 s.ari.password,
                 timeout_s=s.ari.request_timeout_s,
             )
-            centre = s.centre()
+            # The centre's configuration: PostgreSQL, else the local copy, else the settings.
+            seed = seed_of(s)
+            keeper = CentreKeeper(PgConfigStore(s.database_dsn, seed), LocalCopy(s.state_dir), seed)
+            record = await keeper.start()
             metrics = Metrics()
             recorder = IncidentRecorder(outbox)
             self.journal = IncidentJournal(
@@ -90,8 +94,8 @@ class Runtime:
             )
             self.relay = OutboxRelay(outbox, s.database_dsn, repeat_window_s=s.repeat_window_s)
             service = CallService(
-                distributor=core.Distributor(centre),
-                conferences=conference.Conferences(s.agency_directory()),
+                distributor=core.Distributor(record.centre()),
+                conferences=conference.Conferences(record.directory()),
                 telephony=AriTelephony(rest, s.ari.app, s.prompts),
                 observers=[self.journal, metrics],
                 on_command_failed=metrics.command_failed,
@@ -142,6 +146,8 @@ class Runtime:
                 store, self.relay, lambda e: service.submit(core.CallbacksRestored(e))
             )
             add_conference_routes(app, service.conferences, service.submit)
+            keeper.attach(service.submit)
+            add_centre_routes(app, keeper)
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
             site = web.TCPSite(runner, s.http.host, s.http.port)
@@ -170,6 +176,7 @@ class Runtime:
             stop = asyncio.create_task(self.stopping.wait(), name="stop")
             # Ends once done: not one of the tasks whose end stops the service.
             restoring = asyncio.create_task(restorer.run(), name="callback-restore")
+            reloading = asyncio.create_task(keeper.run(), name="centre-reload")
             try:
                 done, _ = await asyncio.wait(tasks | {stop}, return_when=asyncio.FIRST_COMPLETED)
                 for t in done:
@@ -184,9 +191,10 @@ class Runtime:
                     await self._shutdown(service)
             finally:
                 restoring.cancel()
+                reloading.cancel()
                 for t in tasks | {stop}:
                     t.cancel()
-                await asyncio.gather(*tasks, stop, restoring, return_exceptions=True)
+                await asyncio.gather(*tasks, stop, restoring, reloading, return_exceptions=True)
                 await service.close()
                 await store.close()
                 await runner.cleanup()

@@ -215,28 +215,6 @@ async def _accepted(
     )
 
 
-@api.get("/api/agencies", summary="The agency directory in force", roles=_EVERYONE)
-async def get_agencies(request: web.Request) -> web.StreamResponse:
-    return web.json_response(
-        {
-            "agencies": [
-                {
-                    "code": a.code,
-                    "name": a.name,
-                    "digit": a.digit,
-                    "endpoints": list(a.endpoints),
-                    "strategy": a.strategy.value,
-                    "ring_timeout_s": a.ring_timeout_s,
-                    "fallback": a.fallback,
-                    "role": a.role.value,
-                    "mass_incident": a.mass_incident,
-                }
-                for a in request.app[CONFERENCES].directory.agencies
-            ]
-        }
-    )
-
-
 @api.get(
     "/api/calls/{call_id}/conference",
     summary="A live call's conference: dispatchers, supervisors, who is ringing",

@@ -1,4 +1,6 @@
-"""The service's own HTTP API: health, metrics, live state, taker and queue control.
+"""The service's own HTTP API: health, metrics, live state, taker control.
+
+(The configuration routes, queues included, are ``siaga_pbx.centre``'s.)
 
 Every request to /api needs a bearer token (``siaga_pbx.auth``, the one auth
 path); the token's role decides what it may do. Each route is declared once
@@ -24,7 +26,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .. import auth, conference, core
-from ..config import QueueSettings
 from . import problems, routes
 from .metrics import Metrics
 
@@ -72,7 +73,7 @@ def validation_error(exc: ValidationError) -> web.Response:
     return problems.from_validation(exc, "body").response()
 
 
-api = routes.RouteTable("state, takers and queues")
+api = routes.RouteTable("state and takers")
 _EVERYONE = ("admin", "supervisor", "taker", "ops")
 _STAFF = ("admin", "supervisor", "taker")
 
@@ -80,11 +81,6 @@ _STAFF = ("admin", "supervisor", "taker")
 class PauseBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reason: str = Field("break", min_length=1, max_length=64, pattern=r"^[\w .-]+$")
-
-
-class QueuesBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    queues: list[QueueSettings] = Field(min_length=1)
 
 
 class TakerAccepted(BaseModel):
@@ -153,52 +149,6 @@ async def taker_action(request: web.Request) -> web.StreamResponse:
         return error(409, str(exc))
     request.app[SUBMIT](event)
     return web.json_response({"accepted": action, "taker_id": taker_id}, status=202)
-
-
-@api.get("/api/queues", summary="The queues in force", roles=("admin", "supervisor", "ops"))
-async def get_queues(request: web.Request) -> web.StreamResponse:
-    centre = request.app[DISTRIBUTOR].config
-    return web.json_response({"queues": [_queue_json(q) for q in centre.queues]})
-
-
-@api.put(
-    "/api/queues", summary="Replace the queues, live", roles=("admin",), body=QueuesBody, status=202
-)
-async def put_queues(request: web.Request) -> web.StreamResponse:
-    body = routes.body(request, QueuesBody)
-    try:
-        current = request.app[DISTRIBUTOR].config
-        centre = core.CentreConfig(
-            queues=tuple(q.to_core() for q in body.queues),
-            takers=current.takers,
-            default_queue=current.default_queue,
-        )
-    except ValueError as exc:
-        return error(422, f"invalid configuration: {exc}")
-    request.app[SUBMIT](core.ConfigChanged(centre))
-    return web.json_response({"queues": [_queue_json(q) for q in centre.queues]}, status=202)
-
-
-def _queue_json(q: core.QueueConfig) -> dict[str, Any]:
-    return {
-        "name": q.name,
-        "strategy": q.strategy.value,
-        "ring_timeout_s": q.ring_timeout_s,
-        "retry_delay_s": q.retry_delay_s,
-        "wrapup_s": q.wrapup_s,
-        "max_misses": q.max_misses,
-        "overflow": {
-            "after_s": q.overflow.after_s,
-            "queue": q.overflow.queue,
-            "dial": q.overflow.dial,
-            "when_no_takers": q.overflow.when_no_takers,
-        },
-        "hold": q.hold.value,
-        "reassurance_every_s": q.reassurance_every_s,
-        "announce_position": q.announce_position,
-        "requeue_dropped_at_head": q.requeue_dropped_at_head,
-        "requeue_on_taker_hangup": q.requeue_on_taker_hangup,
-    }
 
 
 def make_app(
