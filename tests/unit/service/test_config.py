@@ -74,3 +74,51 @@ class TestProduction:
         monkeypatch.setenv("SIAGA_ARI__PASSWORD", "a-long-real-secret")
         monkeypatch.setenv("SIAGA_HTTP__TOKENS", '{"0123456789abcdef0123": "admin"}')
         assert config.load().profile == "production"
+
+
+class TestStrictKeys:
+    def test_misspelt_nested_keys_in_the_file_are_refused_with_their_path(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Typos under [ari], in a queue and in an agency are errors naming each path."""
+        monkeypatch.delenv("SIAGA_CONFIG_FILE", raising=False)
+        f = tmp_path / "siaga.toml"
+        f.write_text(
+            '[ari]\npasword = "x"\n'
+            '[[queues]]\nname = "main"\nring_timout_s = 3\n'
+            '[[agencies]]\ncode = "damkar"\nname = "Damkar"\n'
+            'endpoints = ["PJSIP/disp-damkar"]\nfallbak = ""\n'
+        )
+        with pytest.raises(config.ConfigError) as err:
+            config.load(f)
+        text = str(err.value)
+        assert "ari.pasword: Extra inputs are not permitted" in text
+        assert "queues.0.ring_timout_s: Extra inputs are not permitted" in text
+        assert "agencies.0.fallbak: Extra inputs are not permitted" in text
+
+    def test_misspelt_nested_key_in_the_environment_is_refused(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """SIAGA_ARI__PASWORD (one S short) is an error, not an ignored variable."""
+        monkeypatch.setenv("SIAGA_ARI__PASWORD", "secret")
+        with pytest.raises(config.ConfigError, match=r"ari\.pasword"):
+            config.load()
+
+    def test_misspelt_key_in_a_queue_from_the_environment_is_refused(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """SIAGA_QUEUES with a misspelt key inside a queue is an error naming it."""
+        monkeypatch.setenv("SIAGA_QUEUES", '[{"name": "main", "wrapup": 5}]')
+        with pytest.raises(config.ConfigError, match=r"queues\.0\.wrapup"):
+            config.load()
+
+    def test_unknown_top_level_variables_are_reported(self) -> None:
+        """A misspelt top-level SIAGA_ variable is listed; known ones and nested ones are not."""
+        env = {
+            "SIAGA_DATABSE_DSN": "postgresql://x",
+            "SIAGA_DATABASE_DSN": "postgresql://y",
+            "SIAGA_ARI__URL": "http://127.0.0.1:8088",
+            "SIAGA_CONFIG_FILE": "/etc/siaga.toml",
+            "PATH": "/bin",
+        }
+        assert config.unknown_environment(env) == ["SIAGA_DATABSE_DSN"]

@@ -251,7 +251,8 @@ class TestHttpApi:
     async def test_bad_payloads_get_4xx(
         self, client: tuple[TestClient[web.Request, web.Application], CallService]
     ) -> None:
-        """Unknown takers, bad JSON and invalid fields are 4xx with messages, never 500."""
+        """Unknown takers, bad JSON and invalid fields are 4xx with messages, never 500
+        (the configuration routes: tests/unit/centre)."""
         c, _ = client
         admin = {"Authorization": "Bearer admin-token"}
         assert (await c.post("/api/takers/nobody/login", headers=admin)).status == 404
@@ -261,31 +262,6 @@ class TestHttpApi:
             "/api/takers/taker1/pause", json={"reason": "x\n" * 40}, headers=admin
         )
         assert "reason" in fields(await problem_of(bad_reason, 422))
-        queues = await c.put(
-            "/api/queues",
-            json={"queues": [{"name": "main", "overflow": {"queue": "nowhere"}}]},
-            headers=admin,
-        )
-        assert "nowhere" in (await problem_of(queues, 422))["detail"]
-
-    async def test_live_queue_change(
-        self, client: tuple[TestClient[web.Request, web.Application], CallService]
-    ) -> None:
-        """A valid queue change is accepted and sent to the core as ConfigChanged."""
-        c, service = client
-        admin = {"Authorization": "Bearer admin-token"}
-        r = await c.put(
-            "/api/queues",
-            json={"queues": [{"name": "main", "strategy": "ringall", "ring_timeout_s": 9}]},
-            headers=admin,
-        )
-        assert r.status == 202
-        item = service.inbox.get_nowait()
-        assert isinstance(item, core.ConfigChanged)
-        assert item.config.queue("main").strategy is core.Strategy.RINGALL
-        await service.feed(item)  # the consumer applies it: the core owns the config
-        got = await (await c.get("/api/queues", headers=admin)).json()
-        assert got["queues"][0]["ring_timeout_s"] == 9
 
     async def test_metrics_and_health(
         self, client: tuple[TestClient[web.Request, web.Application], CallService]

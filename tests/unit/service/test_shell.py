@@ -242,7 +242,7 @@ class TestRefusalsAnswer:
     ) -> None:
         """The scheme is case-insensitive and a wrong token is 401 alike on the
         service's, the conference's and the incident API's routes."""
-        routes = ["/api/state", "/api/agencies", "/api/callbacks"]
+        routes = ["/api/state", "/api/calls/nocall/conference", "/api/callbacks"]
         for path in routes:
             ok = await client.get(path, headers={"Authorization": "bearer t-admin"})
             assert ok.status != 401, path
