@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -30,7 +30,7 @@ from aiohttp import web
 from . import ari, conference, core
 from .adapters.conference import AgencyWatcher, add_conference_routes
 from .adapters.fallback import FallbackSweeper
-from .adapters.http import make_app
+from .adapters.http import Submit, make_app
 from .adapters.incidents import IncidentJournal
 from .adapters.metrics import Metrics
 from .adapters.telephony import AriTelephony
@@ -127,27 +127,21 @@ class Runtime:
                     ),
                 },
             )
-            app = make_app(
+            store = IncidentStore(s.database_dsn)
+            app = build_app(
                 distributor=service.distributor,
+                conferences=service.conferences,
                 submit=service.submit,
-                metrics_=metrics,
+                metrics=metrics,
                 tokens=s.http.tokens,
                 health=self.health,
-            )
-            store = IncidentStore(s.database_dsn)
-            add_incident_routes(app, store, s.http.tokens)
-            add_callback_routes(
-                app,
-                store=store,
-                submit=service.submit,
-                holds=service.distributor.holds_callback,
+                incidents=store,
+                centre=keeper,
             )
             restorer = CallbackRestorer(
                 store, self.relay, lambda e: service.submit(core.CallbacksRestored(e))
             )
-            add_conference_routes(app, service.conferences, service.submit)
             keeper.attach(service.submit)
-            add_centre_routes(app, keeper)
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
             site = web.TCPSite(runner, s.http.host, s.http.port)
@@ -309,6 +303,35 @@ async def shutdown_steps(steps: list[tuple[str, Callable[[], Awaitable[None]]]])
             failed.append(name)
             log.error("shutdown.step_failed", step=name, error=repr(exc)[:300])  # noqa: TRY400
     return failed
+
+
+def build_app(
+    *,
+    distributor: core.Distributor,
+    conferences: conference.Conferences,
+    submit: Submit,
+    metrics: Metrics,
+    tokens: Mapping[str, str],
+    health: Callable[[], dict[str, Any]],
+    incidents: IncidentStore,
+    centre: CentreKeeper,
+) -> web.Application:
+    """The HTTP app with every route of the service: state and takers, incidents,
+    callbacks, conference, the centre's configuration. The runtime serves it and
+    the OpenAPI test (tests/unit/service/test_openapi.py) checks this same app, so a
+    route group added here is in the document's check at once."""
+    app = make_app(
+        distributor=distributor,
+        submit=submit,
+        metrics_=metrics,
+        tokens=tokens,
+        health=health,
+    )
+    add_incident_routes(app, incidents, tokens)
+    add_callback_routes(app, store=incidents, submit=submit, holds=distributor.holds_callback)
+    add_conference_routes(app, conferences, submit)
+    add_centre_routes(app, centre)
+    return app
 
 
 def _replaced(task: asyncio.Task[Any]) -> bool:

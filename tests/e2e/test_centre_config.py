@@ -104,7 +104,7 @@ class TestNoCallerIsDropped:
         assert status == 200, body  # nothing refers to night any more
         status, refused = svc.post("/api/queues/night?version=1", method="DELETE")
         assert status == 409, refused
-        assert "1 waiting" in refused["error"]
+        assert "1 waiting" in refused["detail"]
         assert [q["name"] for q in svc.get("/api/queues")["queues"]] == ["main", "night"]
         assert len(queue_state(svc, "night")["waiting"]) == 1
         caller.wait().assert_ok()

@@ -7,16 +7,19 @@ down. Writes (admin only) go through ``CentreKeeper.edit``: PostgreSQL first
 consumer's inbox. A write answers with the item as written, new version
 included; the core applies it within a consumer step.
 
-- ``POST`` creates an item (no ``version``; 409 if the key exists).
+- ``POST`` creates an item (its fields without ``version``; 409 if the key exists).
 - ``PATCH`` replaces the top-level fields it names and must carry the
   ``version`` it read (a nested object such as ``overflow`` is given whole).
 - ``DELETE`` takes ``?version=N``.
 - ``PUT /api/queues`` replaces the list; each queue may carry its version
   (checked when given).
 
-Statuses: 404 no such item, 409 stale version or refused by the centre's
-state (a queue with callers), 422 invalid (unknown keys with their path, or a
-core's rule broken), 503 PostgreSQL unavailable (nothing changed).
+Every route is declared on ``api`` (``adapters.routes``), so the body, the
+query and the roles are checked before the handler runs and the route is in
+the OpenAPI document. Every error is a problem (``adapters.problems``): 404
+no such item, 409 stale version or refused by the centre's state (a queue
+with callers), 422 invalid (unknown keys with their path, or a core's rule
+broken), 503 PostgreSQL unavailable (nothing changed).
 
 This adapter never imports the service; it hands changes to the cores through
 the ``submit`` the keeper was given.
@@ -26,16 +29,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import structlog
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from .. import auth
-from ..adapters.http import DISTRIBUTOR, Role, error, read_json, require, validation_error
+from ..adapters import routes
+from ..adapters.http import DISTRIBUTOR
+from ..adapters.problems import FieldError, Problem, from_validation
+from ..config import QueueSettings, TakerSettings
 from ._keeper import CentreKeeper
 from ._record import (
+    AgencyFields,
     AgencyItem,
     CentreRecord,
     Conflict,
@@ -43,6 +49,7 @@ from ._record import (
     Invalid,
     NotFound,
     PriorityNumberItem,
+    PriorityNumberSettings,
     QueueItem,
     Stale,
     TakerItem,
@@ -71,7 +78,7 @@ async def audit_change(
     if sink is not None:
         await sink(request, action, target, before, after)
         return
-    caller = auth.authenticate(request)
+    caller = routes.caller(request)
     log.info(
         "config.changed",
         action=action,
@@ -83,15 +90,88 @@ async def audit_change(
     )
 
 
-# ---- helpers -----------------------------------------------------------------
+# ---- the models of the routes ------------------------------------------------
 
-READERS: tuple[Role, ...] = ("admin", "supervisor", "ops")
-View = Callable[[CentreRecord], Any]
+READERS = ("admin", "supervisor", "ops")
+WRITERS = ("admin",)
+_STRICT = ConfigDict(extra="forbid")
+
+
+def _unset(schema: dict[str, Any]) -> None:
+    """A PATCH field left out is left as it is: it has no default to show."""
+    schema.pop("default", None)
+
+
+def _patch_of(item: type[BaseModel], name: str) -> type[BaseModel]:
+    """The body of a PATCH on ``item``: ``version`` (required) and any of the item's
+    other fields, each with its own type and constraints, nothing else. The
+    handler merges the fields given into the item and validates the result as
+    ``item``, so a field may be omitted but not set to ``null`` unless it is nullable."""
+    fields: dict[str, Any] = {
+        "version": (int, Field(ge=1, description="The version you read")),
+    }
+    for key, f in item.model_fields.items():
+        if key != "version":
+            typ = Annotated[(f.annotation, *f.metadata)] if f.metadata else f.annotation
+            fields[key] = (typ, Field(None, description=f.description, json_schema_extra=_unset))
+    doc = f"Any fields of a {item.__name__} to replace, and the version they replace."
+    model: type[BaseModel] = create_model(name, __config__=_STRICT, __doc__=doc, **fields)
+    return model
+
+
+QueuePatch = _patch_of(QueueItem, "QueuePatch")
+TakerPatch = _patch_of(TakerItem, "TakerPatch")
+AgencyPatch = _patch_of(AgencyItem, "AgencyPatch")
+PriorityNumberPatch = _patch_of(PriorityNumberItem, "PriorityNumberPatch")
 
 
 class QueuesBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """The whole list of queues; a queue that carries its ``version`` is checked against it."""
+
+    model_config = _STRICT
     queues: list[QueueItem] = Field(min_length=1)
+
+
+class VersionQuery(BaseModel):
+    model_config = _STRICT
+    version: int = Field(ge=1, description="The version you read")
+
+
+class QueueList(BaseModel):
+    queues: list[QueueItem]
+
+
+class TakerList(BaseModel):
+    takers: list[TakerItem]
+
+
+class AgencyList(BaseModel):
+    agencies: list[AgencyItem]
+
+
+class PriorityNumberList(BaseModel):
+    priority_numbers: list[PriorityNumberItem]
+
+
+class Deleted(BaseModel):
+    deleted: str
+    after_call: bool | None = Field(
+        None, description="Call takers only: on a call now, they leave when it ends"
+    )
+
+
+api = routes.RouteTable("centre configuration")
+# What a route may answer besides what its declaration implies (401/403, 422, 400/413).
+_LIST: dict[str, Any] = {"roles": READERS}
+_READ: dict[str, Any] = {"roles": READERS, "problems": (404,)}
+_CREATE: dict[str, Any] = {"roles": WRITERS, "problems": (409, 503)}  # no item to miss
+_WRITE: dict[str, Any] = {"roles": WRITERS, "problems": (404, 409, 503)}
+_AGENCY_READERS = (*READERS, "taker")  # takers choose whom to conference in
+
+
+# ---- helpers -----------------------------------------------------------------
+
+View = Callable[[CentreRecord], Any]
 
 
 def _queue_view(name: str) -> View:
@@ -125,16 +205,16 @@ async def _write(
 ) -> web.Response:
     try:
         before, after = await request.app[KEEPER].edit(edit)
-    except ValidationError as exc:
-        return validation_error(exc)
+    except ValidationError as exc:  # a PATCH whose merged item is not valid
+        raise from_validation(exc, "body") from None
     except NotFound as exc:
-        return error(404, str(exc))
+        raise Problem(404, str(exc)) from None
     except (Stale, Conflict) as exc:
-        return error(409, str(exc))
+        raise Problem(409, str(exc)) from None
     except Invalid as exc:
-        return error(422, f"invalid configuration: {exc}")
+        raise Problem(422, f"invalid configuration: {exc}") from None
     except StoreUnavailable as exc:
-        return error(503, f"configuration not changed: {exc}")
+        raise Problem(503, f"configuration not changed: {exc}") from None
     await audit_change(request, action, target, view(before), view(after))
     body = view(after)
     if extra is not None:
@@ -142,30 +222,18 @@ async def _write(
     return web.json_response(body, status=status)
 
 
-async def _object_body(request: web.Request) -> dict[str, Any] | web.Response:
-    raw = await read_json(request)
-    if not isinstance(raw, dict):
-        return error(422, "invalid request", {"(body)": "must be a JSON object"})
-    return raw
+def _patch(request: web.Request, model: type[BaseModel]) -> dict[str, Any]:
+    """The fields a PATCH names (``version`` included), as JSON."""
+    return routes.body(request, model).model_dump(mode="json", exclude_unset=True)
 
 
-def _patch_version(body: dict[str, Any]) -> web.Response | None:
-    if "version" not in body:
-        return error(422, "invalid request", {"version": "Field required: the version you read"})
-    return None
+def _version(request: web.Request) -> int:
+    return routes.query(request, VersionQuery).version
 
 
-def _query_version(request: web.Request) -> int | web.Response:
-    raw = request.query.get("version", "")
-    if not raw.isdigit() or int(raw) < 1:
-        return error(422, "invalid request", {"version": "?version=N (the version you read)"})
-    return int(raw)
-
-
-def _fixed_agencies(request: web.Request) -> web.Response | None:
+def _refuse_fixed_agencies(request: web.Request) -> None:
     if request.app[KEEPER].record.agencies_fixed:
-        return error(409, "agencies come from the settings (agencies_from_database = false)")
-    return None
+        raise Problem(409, "agencies come from the settings (agencies_from_database = false)")
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -201,18 +269,22 @@ def _refuse_busy_removals(request: web.Request, before: CentreRecord, after: Cen
 # ---- queues ------------------------------------------------------------------
 
 
-@require(*READERS)
+@api.get("/api/queues", summary="The queues in force, in order", response=QueueList, **_LIST)
 async def list_queues(request: web.Request) -> web.StreamResponse:
     record = request.app[KEEPER].record
     return web.json_response({"queues": [record.queue_json(n) for n in record.queues]})
 
 
-@require("admin")
+@api.put(
+    "/api/queues",
+    summary="Replace the list of queues, live",
+    description="Queues left out are removed (409 if one has callers).",
+    body=QueuesBody,
+    response=QueueList,
+    **_CREATE,
+)
 async def put_queues(request: web.Request) -> web.StreamResponse:
-    try:
-        body = QueuesBody.model_validate(await read_json(request))
-    except ValidationError as exc:
-        return validation_error(exc)
+    body = routes.body(request, QueuesBody)
 
     def edit(r: CentreRecord) -> CentreRecord:
         new = r.with_queues(body.queues)
@@ -228,24 +300,16 @@ async def put_queues(request: web.Request) -> web.StreamResponse:
     )
 
 
-@require(*READERS)
-async def get_queue(request: web.Request) -> web.StreamResponse:
-    name = request.match_info["name"]
-    record = request.app[KEEPER].record
-    if name not in record.queues:
-        return error(404, f"no queue {name!r}")
-    return web.json_response(record.queue_json(name))
-
-
-@require("admin")
+@api.post(
+    "/api/queues",
+    summary="Create a queue",
+    body=QueueSettings,
+    response=QueueItem,
+    status=201,
+    **_CREATE,
+)
 async def create_queue(request: web.Request) -> web.StreamResponse:
-    body = await _object_body(request)
-    if isinstance(body, web.Response):
-        return body
-    try:
-        item = QueueItem.model_validate(body | {"version": 1})
-    except ValidationError as exc:
-        return validation_error(exc)
+    item = QueueItem.model_validate(routes.body(request, QueueSettings).model_dump())
 
     def edit(r: CentreRecord) -> CentreRecord:
         if item.name in r.queues:
@@ -257,30 +321,45 @@ async def create_queue(request: web.Request) -> web.StreamResponse:
     )
 
 
-@require("admin")
+@api.get("/api/queues/{name}", summary="One queue", response=QueueItem, **_READ)
+async def get_queue(request: web.Request) -> web.StreamResponse:
+    name = request.match_info["name"]
+    record = request.app[KEEPER].record
+    if name not in record.queues:
+        raise Problem(404, f"no queue {name!r}")
+    return web.json_response(record.queue_json(name))
+
+
+@api.patch(
+    "/api/queues/{name}",
+    summary="Change a queue's fields, live",
+    body=QueuePatch,
+    response=QueueItem,
+    **_WRITE,
+)
 async def patch_queue(request: web.Request) -> web.StreamResponse:
     name = request.match_info["name"]
-    body = await _object_body(request)
-    if isinstance(body, web.Response):
-        return body
-    if (refused := _patch_version(body)) is not None:
-        return refused
+    patch = _patch(request, QueuePatch)
 
     def edit(r: CentreRecord) -> CentreRecord:
         current = r.queue_view(name) if name in r.queues else None
-        item = _patched(QueueItem, current, body, "name", f"queue {name!r}")
+        item = _patched(QueueItem, current, patch, "name", f"queue {name!r}")
         expect(current, item.version, f"queue {name!r}")
         return r.with_queue(item)
 
     return await _write(request, "queue.update", f"queue:{name}", edit, _queue_view(name))
 
 
-@require("admin")
+@api.delete(
+    "/api/queues/{name}",
+    summary="Remove a queue (refused while it has callers)",
+    query=VersionQuery,
+    response=Deleted,
+    **_WRITE,
+)
 async def delete_queue(request: web.Request) -> web.StreamResponse:
     name = request.match_info["name"]
-    version = _query_version(request)
-    if isinstance(version, web.Response):
-        return version
+    version = _version(request)
 
     def edit(r: CentreRecord) -> CentreRecord:
         expect(r.queues.get(name), version, f"queue {name!r}")
@@ -301,46 +380,49 @@ async def delete_queue(request: web.Request) -> web.StreamResponse:
 # ---- priority numbers (per queue) ----------------------------------------------
 
 
-class NewPriorityNumber(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    number: str
-    priority: int
-    label: str = ""
-
-
-@require(*READERS)
+@api.get(
+    "/api/queues/{name}/priority-numbers",
+    summary="A queue's priority numbers",
+    response=PriorityNumberList,
+    **_READ,
+)
 async def list_numbers(request: web.Request) -> web.StreamResponse:
     name = request.match_info["name"]
     record = request.app[KEEPER].record
     if name not in record.queues:
-        return error(404, f"no queue {name!r}")
+        raise Problem(404, f"no queue {name!r}")
     items = [
         p.model_dump(mode="json") for (q, _), p in record.priority_numbers.items() if q == name
     ]
     return web.json_response({"priority_numbers": items})
 
 
-@require(*READERS)
+@api.get(
+    "/api/queues/{name}/priority-numbers/{number}",
+    summary="One priority number of a queue",
+    response=PriorityNumberItem,
+    **_READ,
+)
 async def get_number(request: web.Request) -> web.StreamResponse:
     name, number = request.match_info["name"], request.match_info["number"]
     got = _number_view(name, number)(request.app[KEEPER].record)
     if got is None:
-        return error(404, f"no priority number {number!r} in queue {name!r}")
+        raise Problem(404, f"no priority number {number!r} in queue {name!r}")
     return web.json_response(got)
 
 
-@require("admin")
+@api.post(
+    "/api/queues/{name}/priority-numbers",
+    summary="Serve a caller number ahead of others in a queue",
+    body=PriorityNumberSettings,
+    response=PriorityNumberItem,
+    status=201,
+    **_WRITE,
+)
 async def create_number(request: web.Request) -> web.StreamResponse:
     name = request.match_info["name"]
-    body = await _object_body(request)
-    if isinstance(body, web.Response):
-        return body
-    try:
-        item = PriorityNumberItem.model_validate(
-            NewPriorityNumber.model_validate(body).model_dump() | {"queue": name, "version": 1}
-        )
-    except ValidationError as exc:
-        return validation_error(exc)
+    given = routes.body(request, PriorityNumberSettings)
+    item = PriorityNumberItem.model_validate(given.model_dump() | {"queue": name})
 
     def edit(r: CentreRecord) -> CentreRecord:
         if name not in r.queues:
@@ -355,21 +437,31 @@ async def create_number(request: web.Request) -> web.StreamResponse:
     )
 
 
-@require("admin")
+@api.patch(
+    "/api/queues/{name}/priority-numbers/{number}",
+    summary="Change a priority number's priority or label",
+    body=PriorityNumberPatch,
+    response=PriorityNumberItem,
+    **_WRITE,
+)
 async def patch_number(request: web.Request) -> web.StreamResponse:
     name, number = request.match_info["name"], request.match_info["number"]
-    body = await _object_body(request)
-    if isinstance(body, web.Response):
-        return body
-    if (refused := _patch_version(body)) is not None:
-        return refused
-    if "queue" in body and body["queue"] != name:
-        return error(422, "invalid request", {"queue": "a priority number cannot change queue"})
+    patch = _patch(request, PriorityNumberPatch)
+    if "queue" in patch and patch["queue"] != name:
+        raise Problem(
+            422,
+            "the request is not valid",
+            errors=[
+                FieldError(
+                    in_="body", field="queue", message="a priority number cannot change queue"
+                )
+            ],
+        )
 
     def edit(r: CentreRecord) -> CentreRecord:
         current = r.priority_numbers.get((name, number))
         what = f"priority number {number!r} in queue {name!r}"
-        item = _patched(PriorityNumberItem, current, body, "number", what)
+        item = _patched(PriorityNumberItem, current, patch, "number", what)
         expect(current, item.version, what)
         return r.with_priority_number(item)
 
@@ -377,12 +469,16 @@ async def patch_number(request: web.Request) -> web.StreamResponse:
     return await _write(request, "priority_number.update", target, edit, _number_view(name, number))
 
 
-@require("admin")
+@api.delete(
+    "/api/queues/{name}/priority-numbers/{number}",
+    summary="Remove a priority number",
+    query=VersionQuery,
+    response=Deleted,
+    **_WRITE,
+)
 async def delete_number(request: web.Request) -> web.StreamResponse:
     name, number = request.match_info["name"], request.match_info["number"]
-    version = _query_version(request)
-    if isinstance(version, web.Response):
-        return version
+    version = _version(request)
 
     def edit(r: CentreRecord) -> CentreRecord:
         expect(r.priority_numbers.get((name, number)), version, f"priority number {number!r}")
@@ -402,7 +498,7 @@ async def delete_number(request: web.Request) -> web.StreamResponse:
 # ---- call takers ---------------------------------------------------------------
 
 
-@require(*READERS)
+@api.get("/api/takers", summary="The call takers, in order", response=TakerList, **_LIST)
 async def list_takers(request: web.Request) -> web.StreamResponse:
     record = request.app[KEEPER].record
     return web.json_response(
@@ -410,24 +506,25 @@ async def list_takers(request: web.Request) -> web.StreamResponse:
     )
 
 
-@require(*READERS)
+@api.get("/api/takers/{taker_id}", summary="One call taker", response=TakerItem, **_READ)
 async def get_taker(request: web.Request) -> web.StreamResponse:
     taker_id = request.match_info["taker_id"]
     got = _taker_view(taker_id)(request.app[KEEPER].record)
     if got is None:
-        return error(404, f"no call taker {taker_id!r}")
+        raise Problem(404, f"no call taker {taker_id!r}")
     return web.json_response(got)
 
 
-@require("admin")
+@api.post(
+    "/api/takers",
+    summary="Add a call taker, available at once",
+    body=TakerSettings,
+    response=TakerItem,
+    status=201,
+    **_CREATE,
+)
 async def create_taker(request: web.Request) -> web.StreamResponse:
-    body = await _object_body(request)
-    if isinstance(body, web.Response):
-        return body
-    try:
-        item = TakerItem.model_validate(body | {"version": 1})
-    except ValidationError as exc:
-        return validation_error(exc)
+    item = TakerItem.model_validate(routes.body(request, TakerSettings).model_dump())
 
     def edit(r: CentreRecord) -> CentreRecord:
         if item.id in r.takers:
@@ -439,18 +536,20 @@ async def create_taker(request: web.Request) -> web.StreamResponse:
     )
 
 
-@require("admin")
+@api.patch(
+    "/api/takers/{taker_id}",
+    summary="Change a call taker's handset, queues or start state",
+    body=TakerPatch,
+    response=TakerItem,
+    **_WRITE,
+)
 async def patch_taker(request: web.Request) -> web.StreamResponse:
     taker_id = request.match_info["taker_id"]
-    body = await _object_body(request)
-    if isinstance(body, web.Response):
-        return body
-    if (refused := _patch_version(body)) is not None:
-        return refused
+    patch = _patch(request, TakerPatch)
 
     def edit(r: CentreRecord) -> CentreRecord:
         current = r.takers.get(taker_id)
-        item = _patched(TakerItem, current, body, "id", f"call taker {taker_id!r}")
+        item = _patched(TakerItem, current, patch, "id", f"call taker {taker_id!r}")
         expect(current, item.version, f"call taker {taker_id!r}")
         return r.with_taker(item)
 
@@ -462,15 +561,19 @@ def _taker_status(request: web.Request, taker_id: str) -> str:
     return next((str(t["status"]) for t in snap["takers"] if t["id"] == taker_id), "offline")
 
 
-@require("admin")
+@api.delete(
+    "/api/takers/{taker_id}",
+    summary="Remove a call taker (one on a call leaves when it ends)",
+    query=VersionQuery,
+    response=Deleted,
+    **_WRITE,
+)
 async def delete_taker(request: web.Request) -> web.StreamResponse:
     """A taker on a call stays on it: the core logs them out and forgets them
     when the call ends (``Distributor._config_changed``); a ring to them is
     cancelled and the caller offered to the next taker. No caller is dropped."""
     taker_id = request.match_info["taker_id"]
-    version = _query_version(request)
-    if isinstance(version, web.Response):
-        return version
+    version = _version(request)
 
     def edit(r: CentreRecord) -> CentreRecord:
         expect(r.takers.get(taker_id), version, f"call taker {taker_id!r}")
@@ -490,7 +593,12 @@ async def delete_taker(request: web.Request) -> web.StreamResponse:
 # ---- agencies ------------------------------------------------------------------
 
 
-@require(*READERS, "taker")  # takers choose whom to conference in
+@api.get(
+    "/api/agencies",
+    summary="The agencies, with their dispatcher handsets",
+    roles=_AGENCY_READERS,
+    response=AgencyList,
+)
 async def list_agencies(request: web.Request) -> web.StreamResponse:
     record = request.app[KEEPER].record
     return web.json_response(
@@ -498,26 +606,34 @@ async def list_agencies(request: web.Request) -> web.StreamResponse:
     )
 
 
-@require(*READERS, "taker")
+@api.get(
+    "/api/agencies/{code}",
+    summary="One agency",
+    roles=_AGENCY_READERS,
+    response=AgencyItem,
+    problems=(404,),
+)
 async def get_agency(request: web.Request) -> web.StreamResponse:
     code = request.match_info["code"]
     got = _agency_view(code)(request.app[KEEPER].record)
     if got is None:
-        return error(404, f"no agency {code!r}")
+        raise Problem(404, f"no agency {code!r}")
     return web.json_response(got)
 
 
-@require("admin")
+@api.post(
+    "/api/agencies",
+    summary="Add an agency",
+    description="409 also when the agencies come from the settings"
+    " (agencies_from_database = false).",
+    body=AgencyFields,
+    response=AgencyItem,
+    status=201,
+    **_CREATE,
+)
 async def create_agency(request: web.Request) -> web.StreamResponse:
-    if (refused := _fixed_agencies(request)) is not None:
-        return refused
-    body = await _object_body(request)
-    if isinstance(body, web.Response):
-        return body
-    try:
-        item = AgencyItem.model_validate(body | {"version": 1})
-    except ValidationError as exc:
-        return validation_error(exc)
+    _refuse_fixed_agencies(request)
+    item = AgencyItem.model_validate(routes.body(request, AgencyFields).model_dump())
 
     def edit(r: CentreRecord) -> CentreRecord:
         if item.code in r.agencies:
@@ -529,35 +645,39 @@ async def create_agency(request: web.Request) -> web.StreamResponse:
     )
 
 
-@require("admin")
+@api.patch(
+    "/api/agencies/{code}",
+    summary="Change an agency, its dispatcher handsets included, live",
+    body=AgencyPatch,
+    response=AgencyItem,
+    **_WRITE,
+)
 async def patch_agency(request: web.Request) -> web.StreamResponse:
-    if (refused := _fixed_agencies(request)) is not None:
-        return refused
+    _refuse_fixed_agencies(request)
     code = request.match_info["code"]
-    body = await _object_body(request)
-    if isinstance(body, web.Response):
-        return body
-    if (refused := _patch_version(body)) is not None:
-        return refused
+    patch = _patch(request, AgencyPatch)
 
     def edit(r: CentreRecord) -> CentreRecord:
         current = r.agencies.get(code)
-        item = _patched(AgencyItem, current, body, "code", f"agency {code!r}")
+        item = _patched(AgencyItem, current, patch, "code", f"agency {code!r}")
         expect(current, item.version, f"agency {code!r}")
         return r.with_agency(item)
 
     return await _write(request, "agency.update", f"agency:{code}", edit, _agency_view(code))
 
 
-@require("admin")
+@api.delete(
+    "/api/agencies/{code}",
+    summary="Remove an agency (calls keep the dispatchers they have)",
+    query=VersionQuery,
+    response=Deleted,
+    **_WRITE,
+)
 async def delete_agency(request: web.Request) -> web.StreamResponse:
     """Calls with this agency's dispatchers on them keep them (``DirectoryChanged``)."""
-    if (refused := _fixed_agencies(request)) is not None:
-        return refused
+    _refuse_fixed_agencies(request)
     code = request.match_info["code"]
-    version = _query_version(request)
-    if isinstance(version, web.Response):
-        return version
+    version = _version(request)
 
     def edit(r: CentreRecord) -> CentreRecord:
         expect(r.agencies.get(code), version, f"agency {code!r}")
@@ -577,25 +697,4 @@ def add_centre_routes(app: web.Application, keeper: CentreKeeper) -> None:
     """Routes of the configuration API on an app of ``adapters.http.make_app``
     (its tokens, roles and distributor)."""
     app[KEEPER] = keeper
-    r = app.router
-    r.add_get("/api/queues", list_queues)
-    r.add_put("/api/queues", put_queues)
-    r.add_post("/api/queues", create_queue)
-    r.add_get("/api/queues/{name}", get_queue)
-    r.add_patch("/api/queues/{name}", patch_queue)
-    r.add_delete("/api/queues/{name}", delete_queue)
-    r.add_get("/api/queues/{name}/priority-numbers", list_numbers)
-    r.add_post("/api/queues/{name}/priority-numbers", create_number)
-    r.add_get("/api/queues/{name}/priority-numbers/{number}", get_number)
-    r.add_patch("/api/queues/{name}/priority-numbers/{number}", patch_number)
-    r.add_delete("/api/queues/{name}/priority-numbers/{number}", delete_number)
-    r.add_get("/api/takers", list_takers)
-    r.add_post("/api/takers", create_taker)
-    r.add_get("/api/takers/{taker_id}", get_taker)
-    r.add_patch("/api/takers/{taker_id}", patch_taker)
-    r.add_delete("/api/takers/{taker_id}", delete_taker)
-    r.add_get("/api/agencies", list_agencies)
-    r.add_post("/api/agencies", create_agency)
-    r.add_get("/api/agencies/{code}", get_agency)
-    r.add_patch("/api/agencies/{code}", patch_agency)
-    r.add_delete("/api/agencies/{code}", delete_agency)
+    api.install(app)

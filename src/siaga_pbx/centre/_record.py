@@ -65,8 +65,14 @@ class TakerItem(TakerSettings, Versioned):
     pass
 
 
-class AgencyItem(AgencySettings, Versioned):
+class AgencyFields(AgencySettings):
+    """An agency as an admin creates it: the settings' fields and ``enabled``."""
+
     enabled: bool = True
+
+
+class AgencyItem(AgencyFields, Versioned):
+    pass
 
 
 class PriorityNumberSettings(BaseModel):

@@ -13,6 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from structlog.testing import capture_logs
 
+from problem_shape import fields, problem_of
 from siaga_pbx import conference, config, core
 from siaga_pbx.centre import AUDIT, LocalCopy
 
@@ -72,8 +73,7 @@ class TestStrictValidation:
         queues = (await get(client, "/api/queues"))["queues"]
         queues[0]["ring_timout_s"] = 3
         r = await client.put("/api/queues", json={"queues": queues}, headers=ADMIN)
-        assert r.status == 422
-        assert "queues.0.ring_timout_s" in (await r.json())["fields"]
+        assert "queues.0.ring_timout_s" in fields(await problem_of(r, 422))
         assert centre.store.edits == 0
         assert centre.submitted == []
 
@@ -86,8 +86,7 @@ class TestStrictValidation:
         r = await client.patch(
             "/api/queues/main", json={"version": q["version"], "overflow": overflow}, headers=ADMIN
         )
-        assert r.status == 422
-        assert "overflow.after_z" in (await r.json())["fields"]
+        assert "overflow.after_z" in fields(await problem_of(r, 422))
         assert await get(client, "/api/queues/main") == q
 
     async def test_misspelt_key_in_a_new_taker_is_refused(self, client: Client) -> None:
@@ -97,8 +96,7 @@ class TestStrictValidation:
             json={"id": "taker9", "endpoint": "PJSIP/taker9", "queue": ["main"]},
             headers=ADMIN,
         )
-        assert r.status == 422
-        assert "queue" in (await r.json())["fields"]
+        assert "queue" in fields(await problem_of(r, 422))
 
     async def test_the_cores_own_rules_apply(self, client: Client, centre: Centre) -> None:
         """An overflow to an unknown queue, or a taker in one, is 422 with the core's reason."""
@@ -108,15 +106,13 @@ class TestStrictValidation:
             json={"version": q["version"], "overflow": {"queue": "nowhere"}},
             headers=ADMIN,
         )
-        assert r.status == 422
-        assert "nowhere" in (await r.json())["error"]
+        assert "nowhere" in (await problem_of(r, 422))["detail"]
         t = await client.post(
             "/api/takers",
             json={"id": "taker9", "endpoint": "PJSIP/taker9", "queues": ["ghost"]},
             headers=ADMIN,
         )
-        assert t.status == 422
-        assert "ghost" in (await t.json())["error"]
+        assert "ghost" in (await problem_of(t, 422))["detail"]
         assert centre.submitted == []
 
     async def test_the_key_cannot_change_in_a_patch(self, client: Client) -> None:
@@ -125,8 +121,48 @@ class TestStrictValidation:
         r = await client.patch(
             "/api/queues/main", json={"version": q["version"], "name": "other"}, headers=ADMIN
         )
-        assert r.status == 422
-        assert "key" in (await r.json())["error"]
+        assert "key" in (await problem_of(r, 422))["detail"]
+
+
+class TestProblems:
+    async def test_every_refusal_is_a_problem(self, client: Client, centre: Centre) -> None:
+        """No such item is a 404 problem, a stale write a 409, PostgreSQL down a 503, each
+        an RFC 9457 problem with the reason in ``detail``."""
+        assert (
+            "ghost"
+            in (await problem_of(await client.get("/api/queues/ghost", headers=ADMIN), 404))[
+                "detail"
+            ]
+        )
+        missing = await client.patch("/api/takers/ghost", json={"version": 1}, headers=ADMIN)
+        assert "ghost" in (await problem_of(missing, 404))["detail"]
+        stale = await client.delete("/api/agencies/polisi?version=99", headers=ADMIN)
+        assert "version" in (await problem_of(stale, 409))["detail"]
+        centre.store.down = True
+        down = await client.delete("/api/agencies/polisi?version=1", headers=ADMIN)
+        assert "not changed" in (await problem_of(down, 503))["detail"]
+
+    async def test_a_null_for_a_field_that_is_never_null_is_refused(self, client: Client) -> None:
+        """A PATCH may leave a field out, but ``null`` for a number is 422 naming the field."""
+        q = await get(client, "/api/queues/main")
+        r = await client.patch(
+            "/api/queues/main", json={"version": q["version"], "wrapup_s": None}, headers=ADMIN
+        )
+        assert set(fields(await problem_of(r, 422))) == {"wrapup_s"}
+        assert await get(client, "/api/queues/main") == q
+
+    async def test_validation_names_where_the_field_is(self, client: Client) -> None:
+        """A bad version in the query is ``in: query``; a bad field of the body ``in: body``."""
+        r = await client.delete("/api/queues/main?version=x&force=1", headers=ADMIN)
+        errors = {(e["in"], e["field"]) for e in (await problem_of(r, 422))["errors"]}
+        assert errors == {("query", "version"), ("query", "force")}
+        r = await client.post(
+            "/api/queues/main/priority-numbers",
+            json={"number": "12ab", "priority": 1},
+            headers=ADMIN,
+        )
+        errors = {(e["in"], e["field"]) for e in (await problem_of(r, 422))["errors"]}
+        assert errors == {("body", "number")}
 
 
 class TestLosslessRoundTrip:
@@ -197,8 +233,7 @@ class TestVersions:
         second = await client.patch(
             "/api/queues/main", json={"version": q["version"], "wrapup_s": 8.0}, headers=ADMIN
         )
-        assert second.status == 409
-        assert "version" in (await second.json())["error"]
+        assert "version" in (await problem_of(second, 409))["detail"]
         assert (await get(client, "/api/queues/main"))["wrapup_s"] == 3.0
 
     async def test_stale_put_and_stale_delete_are_409(self, client: Client) -> None:
@@ -221,9 +256,9 @@ class TestVersions:
     async def test_a_write_must_name_the_version_it_read(self, client: Client) -> None:
         """A PATCH without ``version`` and a DELETE without ``?version=`` are 422."""
         r = await client.patch("/api/takers/taker1", json={"logged_in": False}, headers=ADMIN)
-        assert r.status == 422
-        assert "version" in (await r.json())["fields"]
-        assert (await client.delete("/api/takers/taker1", headers=ADMIN)).status == 422
+        assert "version" in fields(await problem_of(r, 422))
+        gone = await client.delete("/api/takers/taker1", headers=ADMIN)
+        assert fields(await problem_of(gone, 422)) == {"version": "Field required"}
 
     async def test_changing_a_priority_number_moves_its_queues_version(
         self, client: Client
@@ -381,8 +416,7 @@ class TestRemovals:
                 )
                 assert ok.status == 200
             r = await client.delete("/api/queues/backup?version=1", headers=ADMIN)
-            assert r.status == 409
-            assert "1 waiting" in (await r.json())["error"]
+            assert "1 waiting" in (await problem_of(r, 409))["detail"]
             main = await get(client, "/api/queues/main")
             put = await client.put("/api/queues", json={"queues": [main]}, headers=ADMIN)
             assert put.status == 409

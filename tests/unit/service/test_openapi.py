@@ -5,6 +5,7 @@ from __future__ import annotations
 import typing
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,12 +15,12 @@ from openapi_spec_validator import validate
 from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
 
 from problem_shape import problem_of
-from siaga_pbx import conference, core
-from siaga_pbx.adapters.conference import add_conference_routes
-from siaga_pbx.adapters.http import make_app
+from siaga_pbx import conference, config, core
 from siaga_pbx.adapters.metrics import Metrics
-from siaga_pbx.incidents import IncidentStore, add_callback_routes, add_incident_routes
+from siaga_pbx.centre import CentreKeeper, LocalCopy, PgConfigStore, QueueItem, seed_of
+from siaga_pbx.incidents import IncidentStore
 from siaga_pbx.incidents._api_models import IncidentPatch
+from siaga_pbx.runtime import build_app
 
 Client = TestClient[web.Request, web.Application]
 TOKENS = {"t-admin": "admin"}
@@ -28,27 +29,26 @@ CENTRE = core.CentreConfig(
     queues=(core.QueueConfig("main"),),
     takers=(core.TakerConfig("taker1", "PJSIP/taker1"),),
 )
+NO_DATABASE = "postgresql://127.0.0.1:1/none"
 FIRE = conference.Agency("damkar", "Damkar", ("PJSIP/disp-damkar",), digit=1)
 
 
 def real_app() -> web.Application:
-    """The app as runtime.py builds it (the database is never reached by these tests)."""
+    """The app runtime.py serves (``build_app``); the database is never reached by these tests."""
     submitted: list[object] = []
-    distributor = core.Distributor(CENTRE)
-    app = make_app(
-        distributor=distributor,
+    seed = seed_of(config.load())
+    return build_app(
+        distributor=core.Distributor(CENTRE),
+        conferences=conference.Conferences(conference.AgencyDirectory((FIRE,))),
         submit=submitted.append,
-        metrics_=Metrics(),
+        metrics=Metrics(),
         tokens=TOKENS,
         health=dict,
+        incidents=IncidentStore(NO_DATABASE),
+        centre=CentreKeeper(
+            PgConfigStore(NO_DATABASE, seed), LocalCopy(Path("/nonexistent/state")), seed
+        ),
     )
-    store = IncidentStore("postgresql://127.0.0.1:1/none")
-    add_incident_routes(app, store, TOKENS)
-    add_callback_routes(app, store=store, submit=submitted.append, holds=distributor.holds_callback)
-    add_conference_routes(
-        app, conference.Conferences(conference.AgencyDirectory((FIRE,))), submitted.append
-    )
-    return app
 
 
 def missing_from(doc: dict[str, Any], app: web.Application) -> list[str]:
@@ -105,7 +105,23 @@ class TestDocument:
         }
         documented = {(m, p) for p, ops in doc["paths"].items() for m in ops}
         assert documented <= on_router
-        assert len(documented) >= 25  # state, takers, queues, conference, incidents, callbacks
+        assert len(documented) >= 40  # state, takers, conference, incidents, callbacks, centre
+
+    async def test_the_centres_configuration_routes_are_in_it(self, client: Client) -> None:
+        """The configuration routes are documented with their models: a queue PATCH takes
+        every field of a queue, only ``version`` required, and nothing else."""
+        doc = await document(client)
+        for path in ("/api/queues", "/api/queues/{name}", "/api/takers/{taker_id}"):
+            assert path in doc["paths"], path
+        assert set(doc["paths"]["/api/agencies/{code}"]) == {"get", "patch", "delete"}
+        patch = doc["paths"]["/api/queues/{name}"]["patch"]
+        assert patch["x-roles"] == ["admin"]
+        ref = patch["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+        schema = doc["components"]["schemas"][ref.rsplit("/", 1)[1]]
+        assert set(schema["properties"]) == set(QueueItem.model_fields)
+        assert schema["required"] == ["version"]
+        assert schema["additionalProperties"] is False
+        assert {"404", "409", "422", "503"} <= set(patch["responses"])
 
     def test_an_undeclared_route_is_reported_missing(self) -> None:
         """A route added straight to the router, not declared, is caught by the check."""
@@ -156,7 +172,7 @@ class TestOneValidationStatus:
         assert len(with_body) >= 6
         for method, path in with_body:
             url = path.replace("{id}", str(uuid.uuid4()))
-            for name in ("taker_id", "call_id", "agency", "supervisor"):
+            for name in ("taker_id", "call_id", "agency", "supervisor", "name", "number", "code"):
                 url = url.replace("{" + name + "}", "x")
             resp = await client.request(method, url, json={"no_such_field": 1}, headers=ADMIN)
             body = await problem_of(resp, 422)
