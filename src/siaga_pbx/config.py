@@ -32,6 +32,7 @@ from pydantic_settings import (
 )
 
 from . import conference, core
+from .people import PeopleSettings
 
 LAB_ARI_PASSWORD = "siaga-lab-ari"  # noqa: S105 - the documented lab credential
 LAB_API_TOKEN = "lab-admin-token"  # noqa: S105 - the documented lab credential
@@ -260,6 +261,8 @@ class Settings(BaseSettings):
     # How often to look for calls the dialplan fallback carried while we were
     # away (their recordings; see adapters.fallback).
     fallback_scan_s: float = Field(5.0, gt=0)
+    # Named users, sessions, personal tokens, sign-in throttling (docs/PEOPLE.md).
+    people: PeopleSettings = Field(default_factory=PeopleSettings)
 
     @model_validator(mode="after")
     def _no_lab_secrets_in_production(self) -> Settings:
@@ -270,6 +273,8 @@ class Settings(BaseSettings):
                 raise ValueError("http.tokens holds the lab admin token; remove it")
             if len(self.ari.password) < 12:
                 raise ValueError("ari.password must be at least 12 characters")
+            if self.people.seed_lab_users:
+                raise ValueError("people.seed_lab_users: the lab users never exist in production")
         # The core checks the rest (queue names, overflow targets, taker queues).
         self.centre()
         self.agency_directory()
@@ -278,6 +283,10 @@ class Settings(BaseSettings):
     @property
     def outbox_path(self) -> Path:
         return self.state_dir / "outbox.sqlite3"
+
+    @property
+    def people_path(self) -> Path:
+        return self.state_dir / "people.sqlite3"
 
     def centre(self) -> core.CentreConfig:
         return core.CentreConfig(

@@ -33,6 +33,7 @@ from .adapters.fallback import FallbackSweeper
 from .adapters.http import Submit, make_app
 from .adapters.incidents import IncidentJournal
 from .adapters.metrics import Metrics
+from .adapters.people_api import add_people_routes
 from .adapters.telephony import AriTelephony
 from .centre import CentreKeeper, LocalCopy, PgConfigStore, add_centre_routes, seed_of
 from .config import Settings
@@ -45,6 +46,7 @@ from .incidents import (
     add_callback_routes,
     add_incident_routes,
 )
+from .people import People
 from .service import CallService, Resync, incident_id_for, resynchronise
 
 log = structlog.get_logger(__name__)
@@ -128,6 +130,10 @@ class Runtime:
                 },
             )
             store = IncidentStore(s.database_dsn)
+            people = People(
+                s.people, dsn=s.database_dsn, state_path=s.people_path, profile=s.profile
+            )
+            await people.open()
             app = build_app(
                 distributor=service.distributor,
                 conferences=service.conferences,
@@ -137,6 +143,7 @@ class Runtime:
                 health=self.health,
                 incidents=store,
                 centre=keeper,
+                people=people,
             )
             restorer = CallbackRestorer(
                 store, self.relay, lambda e: service.submit(core.CallbacksRestored(e))
@@ -171,6 +178,8 @@ class Runtime:
             # Ends once done: not one of the tasks whose end stops the service.
             restoring = asyncio.create_task(restorer.run(), name="callback-restore")
             reloading = asyncio.create_task(keeper.run(), name="centre-reload")
+            # Not one of them either: sign-in works from the local copy without it.
+            directory = asyncio.create_task(people.run(), name="people")
             try:
                 done, _ = await asyncio.wait(tasks | {stop}, return_when=asyncio.FIRST_COMPLETED)
                 for t in done:
@@ -186,11 +195,15 @@ class Runtime:
             finally:
                 restoring.cancel()
                 reloading.cancel()
+                directory.cancel()
                 for t in tasks | {stop}:
                     t.cancel()
-                await asyncio.gather(*tasks, stop, restoring, reloading, return_exceptions=True)
+                await asyncio.gather(
+                    *tasks, stop, restoring, reloading, directory, return_exceptions=True
+                )
                 await service.close()
                 await store.close()
+                await people.close()
                 await runner.cleanup()
                 log.info("service.stopped")
 
@@ -315,9 +328,10 @@ def build_app(
     health: Callable[[], dict[str, Any]],
     incidents: IncidentStore,
     centre: CentreKeeper,
+    people: People,
 ) -> web.Application:
     """The HTTP app with every route of the service: state and takers, incidents,
-    callbacks, conference, the centre's configuration. The runtime serves it and
+    callbacks, conference, the centre's configuration, people. The runtime serves it and
     the OpenAPI test (tests/unit/service/test_openapi.py) checks this same app, so a
     route group added here is in the document's check at once."""
     app = make_app(
@@ -331,6 +345,7 @@ def build_app(
     add_callback_routes(app, store=incidents, submit=submit, holds=distributor.holds_callback)
     add_conference_routes(app, conferences, submit)
     add_centre_routes(app, centre)
+    add_people_routes(app, people)
     return app
 
 

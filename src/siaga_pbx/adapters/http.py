@@ -26,6 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .. import auth, conference, core
+from ..people import allowed, without_personal_data
 from . import problems, routes
 from .metrics import Metrics
 
@@ -105,7 +106,10 @@ async def metrics(request: web.Request) -> web.Response:
     roles=_EVERYONE,
 )
 async def state(request: web.Request) -> web.StreamResponse:
-    return web.json_response(request.app[DISTRIBUTOR].snapshot(time.time()))
+    snapshot = request.app[DISTRIBUTOR].snapshot(time.time())
+    if not allowed(auth.authenticate(request), "personal.read"):
+        return web.json_response(without_personal_data(snapshot))  # ops: UU PDP
+    return web.json_response(snapshot)
 
 
 _TAKER_ACTION: dict[str, Any] = {
@@ -132,6 +136,8 @@ async def taker_action(request: web.Request) -> web.StreamResponse:
     known = {t.taker_id for t in distributor.config.takers}
     if taker_id not in known:
         return error(404, f"no call taker {taker_id!r}")
+    if not allowed(auth.authenticate(request), "taker.act", taker_id):
+        return error(403, f"a call taker acts only on their own state, not {taker_id!r}")
     resource = request.match_info.route.resource  # the route template names the action
     action = resource.canonical.rsplit("/", 1)[1] if resource else ""
     event: core.Event
