@@ -160,6 +160,7 @@ class People:
         self._refreshing: asyncio.Task[bool] | None = None
         self.database_up: bool | None = None  # None: not asked yet
         self.refreshed_at: float | None = None
+        self._closed = False
 
     def __repr__(self) -> str:
         return (
@@ -193,6 +194,10 @@ class People:
             await asyncio.sleep(min(self.settings.flush_s, self.settings.refresh_s))
 
     async def close(self) -> None:
+        """Write what is pending and let go of the files (a second call does nothing)."""
+        if self._closed:
+            return
+        self._closed = True
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.flush(), timeout=3.0)
         await self.local.close()
