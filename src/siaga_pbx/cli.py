@@ -1,9 +1,10 @@
-"""The ``siaga-pbx`` command: run, doctor, migrate, purge, --version."""
+"""The ``siaga-pbx`` command: run, doctor, migrate, purge, user-add, --version."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import sys
 import time
 from collections.abc import Sequence
@@ -17,6 +18,7 @@ import uvloop
 from . import __version__, ari, logs
 from .config import ConfigError, Settings, load, unknown_environment
 from .incidents import migrate, purge
+from .people import InvalidUser, PasswordPolicyError, UsernameTaken, add_user
 from .runtime import Runtime
 
 EXIT_STEPPED_DOWN = 3
@@ -32,6 +34,20 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="apply database migrations (safe to repeat)")
     purge = sub.add_parser("purge", help="delete recordings and incidents past retention")
     purge.add_argument("--dry-run", action="store_true", help="only report what would go")
+    user = sub.add_parser(
+        "user-add", help="create a user (the first admin); the password is read from the terminal"
+    )
+    user.add_argument("username")
+    user.add_argument("--display-name", required=True)
+    user.add_argument(
+        "--role",
+        action="append",
+        required=True,
+        choices=["admin", "supervisor", "call_taker", "dispatcher", "ops"],
+    )
+    user.add_argument("--taker-id")
+    user.add_argument("--handset")
+    user.add_argument("--agency")
     return p
 
 
@@ -57,6 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_migrate(settings))
     if args.command == "purge":
         return asyncio.run(_purge(settings, dry_run=args.dry_run))
+    if args.command == "user-add":
+        return asyncio.run(_user_add(settings, args))
     return 2  # pragma: no cover - argparse refuses unknown commands
 
 
@@ -92,6 +110,37 @@ async def _purge(settings: Settings, *, dry_run: bool) -> int:
         dry_run=dry_run,
     )
     print(report)
+    return 0
+
+
+def _read_password() -> str:
+    if sys.stdin.isatty():
+        first = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != first:
+            raise ValueError("the two passwords differ")
+        return first
+    return sys.stdin.readline().rstrip("\n")
+
+
+async def _user_add(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        user = await add_user(
+            settings.database_dsn,
+            username=args.username,
+            display_name=args.display_name,
+            roles=tuple(dict.fromkeys(args.role)),
+            password=_read_password(),
+            taker_id=args.taker_id,
+            handset=args.handset,
+            agency=args.agency,
+        )
+    except (InvalidUser, PasswordPolicyError, UsernameTaken, ValueError) as exc:
+        print(f"siaga-pbx user-add: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, asyncpg.PostgresError) as exc:
+        print(f"siaga-pbx user-add: {_safe_dsn(settings.database_dsn)}: {exc}", file=sys.stderr)
+        return 1
+    print(f"user {user.username} created ({', '.join(user.roles)})")
     return 0
 
 

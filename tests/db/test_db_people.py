@@ -332,3 +332,25 @@ class TestOffline:
             assert signed.user.roles == ("supervisor",)
         finally:
             await offline.close()
+
+
+class TestProvisioning:
+    def test_user_add_creates_the_first_admin(
+        self, fresh_migrated_dsn: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        """``siaga-pbx user-add`` reads the password from stdin and stores only its hash."""
+        import io
+
+        from pgtools import run_sync
+        from siaga_pbx import cli
+
+        monkeypatch.setenv("SIAGA_DATABASE_DSN", fresh_migrated_dsn)
+        monkeypatch.setenv("SIAGA_STATE_DIR", str(tmp_path))
+        monkeypatch.setattr("sys.stdin", io.StringIO("first-admin-secret\n"))
+        argv = ["user-add", "chief", "--display-name", "Chief", "--role", "admin"]
+        assert cli.main(argv) == 0
+        rows = run_sync(lambda: fetch(fresh_migrated_dsn, "SELECT * FROM users"))
+        assert [(r["username"], r["roles"]) for r in rows] == [("chief", ["admin"])]
+        assert PasswordHasher().verify(rows[0]["password_hash"], "first-admin-secret")
+        monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
+        assert cli.main([*argv[:1], "chief2", *argv[2:]]) == 2  # too short a password

@@ -23,6 +23,7 @@ from ._people import (
     SignInEvent,
     SignInRefused,
 )
+from ._provision import add_user
 from ._rules import ACTIONS, allowed, without_personal_data
 from ._seed import LAB_USERS
 from ._sessions import csrf_matches, csrf_token
@@ -51,6 +52,7 @@ __all__ = [
     "StaleVersion",
     "User",
     "UsernameTaken",
+    "add_user",
     "allowed",
     "csrf_matches",
     "csrf_token",
