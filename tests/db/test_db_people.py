@@ -24,6 +24,7 @@ from siaga_pbx.people import (
     Passwords,
     People,
     PeopleSettings,
+    SignInRefused,
     StaleVersion,
     User,
     UsernameTaken,
@@ -354,3 +355,33 @@ class TestProvisioning:
         assert PasswordHasher().verify(rows[0]["password_hash"], "first-admin-secret")
         monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
         assert cli.main([*argv[:1], "chief2", *argv[2:]]) == 2  # too short a password
+
+
+class TestAddedByHand:
+    async def test_unknown_user_triggers_a_bounded_refresh(
+        self, fresh_migrated_dsn: str, tmp_path: Path
+    ) -> None:
+        """A user added straight into PostgreSQL can sign in before the next periodic
+        refresh, but unknown names refresh the copy at most every few seconds."""
+        now = [1_000_000.0]
+        people = People(
+            PeopleSettings(refresh_s=3600),
+            dsn=fresh_migrated_dsn,
+            state_path=tmp_path / "people.sqlite3",
+            profile="lab",
+            clock=lambda: now[0],
+            passwords=Passwords(FAST),
+        )
+        await people.open()
+        try:
+            assert await people.refresh()
+            store = UserStore(fresh_migrated_dsn)
+            await store.create(draft("late", "ops"))
+            await store.close()
+            with pytest.raises(SignInRefused, match="wrong username"):  # refreshed just now
+                await people.sign_in("late", "pw-late", "127.0.0.9")
+            now[0] += 6
+            signed = await people.sign_in("late", "pw-late", "127.0.0.9")
+            assert signed.user.username == "late"
+        finally:
+            await people.close()

@@ -67,6 +67,7 @@ _DB_DOWN = (
     asyncpg.UndefinedTableError,  # not migrated yet
 )
 _UNKNOWN_REFRESH_S = 3.0  # a sign-in by someone not in the copy waits at most this for it
+_UNKNOWN_REFRESH_EVERY_S = 5.0
 
 
 class DirectoryUnavailable(Exception):
@@ -331,7 +332,7 @@ class People:
                 wait,
             )
         user = self._by_name.get(name)
-        if user is None and self.database_up is not False:
+        if user is None and self._may_refresh_for_unknown(now):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.refresh(), _UNKNOWN_REFRESH_S)
             user = self._by_name.get(name)
@@ -353,6 +354,14 @@ class People:
         await self.local.put_session(session)
         self._emit(SignInEvent("signed_in", name, source, now, user_id=user.user_id))
         return SignedIn(secret, csrf_token(secret), user, self.sessions.expires_at(session))
+
+    def _may_refresh_for_unknown(self, now: float) -> bool:
+        # Someone not in the copy may have been added by hand in PostgreSQL: look
+        # again, but at most every few seconds, so unknown names cannot make the
+        # service hammer the database (and never while it is known to be down).
+        if self.database_up is False:
+            return False
+        return self.refreshed_at is None or now - self.refreshed_at >= _UNKNOWN_REFRESH_EVERY_S
 
     def _failed(self, name: str, source: str, now: float, reason: str, user: User | None) -> None:
         user_id = user.user_id if user else ""
