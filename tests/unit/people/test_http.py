@@ -109,7 +109,7 @@ class TestSignIn:
 
         no_csrf = await c.post("/api/takers/taker1/pause", json={"reason": "break"})
         assert no_csrf.status == 403
-        assert "X-CSRF-Token" in (await no_csrf.json())["error"]
+        assert "X-CSRF-Token" in (await no_csrf.json())["detail"]
         wrong = await c.post(
             "/api/takers/taker1/pause", json={}, headers={"X-CSRF-Token": "0" * 64}
         )
@@ -134,7 +134,7 @@ class TestSignIn:
             await centre.sign_in("gone", "gone-pass-1"),
         ]
         assert {s for s, _ in answers} == {401}
-        assert len({b["error"] for _, b in answers}) == 1
+        assert len({b["detail"] for _, b in answers}) == 1
         assert [e.reason for e in centre.events] == [
             "wrong password",
             "unknown user",
@@ -142,11 +142,19 @@ class TestSignIn:
         ]
 
     async def test_sign_in_needs_json(self, centre: Centre) -> None:
-        """A form post (what another site could send) is refused."""
+        """JSON sent as text/plain (what another site may send without asking) is refused."""
         r = await centre.client.post(
-            "/api/session", data={"username": "taker1", "password": "taker1-pass"}
+            "/api/session",
+            data=b'{"username": "taker1", "password": "taker1-pass"}',
+            headers={"Content-Type": "text/plain"},
         )
         assert r.status == 415
+        assert "Set-Cookie" not in r.headers
+        form = await centre.client.post(
+            "/api/session", data={"username": "taker1", "password": "taker1-pass"}
+        )
+        assert form.status == 400  # not JSON at all
+        assert centre.events == []
 
     async def test_throttled_after_five_failures(self, centre: Centre) -> None:
         """Five failures lock the username: 429 with Retry-After even for the right
@@ -159,7 +167,7 @@ class TestSignIn:
             )
         assert r.status == 429
         assert 1 <= int(r.headers["Retry-After"]) <= 301
-        assert "try again in" in (await r.json())["error"]
+        assert "try again in" in (await r.json())["detail"]
         names = [e["event"] for e in logs]
         assert names.count("people.failed") == 5
         assert names.count("people.locked_out") == 1
@@ -195,7 +203,7 @@ class TestSessionLife:
         centre.clock.advance(1801)
         r = await centre.client.get("/api/state")
         assert r.status == 401
-        assert "sign in again" in (await r.json())["error"]
+        assert "sign in again" in (await r.json())["detail"]
 
     async def test_absolute_timeout(self, tmp_path: Path) -> None:
         """A busy session still ends at the absolute timeout."""

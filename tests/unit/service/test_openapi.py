@@ -20,6 +20,7 @@ from siaga_pbx.adapters.metrics import Metrics
 from siaga_pbx.centre import CentreKeeper, LocalCopy, PgConfigStore, QueueItem, seed_of
 from siaga_pbx.incidents import IncidentStore
 from siaga_pbx.incidents._api_models import IncidentPatch
+from siaga_pbx.people import People, PeopleSettings
 from siaga_pbx.runtime import build_app
 
 Client = TestClient[web.Request, web.Application]
@@ -47,6 +48,12 @@ def real_app() -> web.Application:
         incidents=IncidentStore(NO_DATABASE),
         centre=CentreKeeper(
             PgConfigStore(NO_DATABASE, seed), LocalCopy(Path("/nonexistent/state")), seed
+        ),
+        people=People(  # never opened here: the document needs only its routes
+            PeopleSettings(),
+            dsn=NO_DATABASE,
+            state_path=Path("/nonexistent/state/people.sqlite3"),
+            profile="lab",
         ),
     )
 
@@ -172,7 +179,16 @@ class TestOneValidationStatus:
         assert len(with_body) >= 6
         for method, path in with_body:
             url = path.replace("{id}", str(uuid.uuid4()))
-            for name in ("taker_id", "call_id", "agency", "supervisor", "name", "number", "code"):
+            for name in (
+                "taker_id",
+                "call_id",
+                "agency",
+                "supervisor",
+                "name",
+                "number",
+                "code",
+                "username",
+            ):
                 url = url.replace("{" + name + "}", "x")
             resp = await client.request(method, url, json={"no_such_field": 1}, headers=ADMIN)
             body = await problem_of(resp, 422)
