@@ -20,6 +20,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -217,6 +218,24 @@ def _lab_agencies() -> list[AgencySettings]:
     ]
 
 
+class HandsetSettings(BaseModel):
+    """Handsets the service creates in Asterisk itself (adapters.handsets,
+    docs/HANDSETS-PROVISIONING.md): every taker's or dispatcher's PJSIP endpoint
+    with a password here. Endpoints without one are pjsip.conf's (the lab's).
+    The other values are the site's, as in pjsip.conf's handset templates."""
+
+    model_config = _STRICT
+
+    # PJSIP endpoint id (``taker9`` for ``PJSIP/taker9``) -> digest password
+    passwords: dict[str, SecretStr] = Field(default_factory=dict)
+    transport: str = "transport-udp"
+    media_address: str = "127.0.0.1"  # the profile's MEDIA_ADDR
+    qualify_frequency_s: int = Field(30, ge=0)  # the profile's AOR_QUALIFY_FREQUENCY
+
+    def password_map(self) -> dict[str, str]:
+        return {k: v.get_secret_value() for k, v in self.passwords.items()}
+
+
 class PromptSettings(BaseModel):
     """ARI media URIs per logical prompt; a recorded file overrides the
     generated Indonesian speech by pointing at it (e.g. ``sound:custom/greeting``)."""
@@ -258,6 +277,7 @@ class Settings(BaseSettings):
     # directory (table agencies) cannot be read, and until it has been.
     agencies: list[AgencySettings] = Field(default_factory=_lab_agencies)
     agencies_from_database: bool = True
+    handsets: HandsetSettings = Field(default_factory=HandsetSettings)
     # How often to look for calls the dialplan fallback carried while we were
     # away (their recordings; see adapters.fallback).
     fallback_scan_s: float = Field(5.0, gt=0)
@@ -275,6 +295,9 @@ class Settings(BaseSettings):
                 raise ValueError("ari.password must be at least 12 characters")
             if self.people.seed_lab_users:
                 raise ValueError("people.seed_lab_users: the lab users never exist in production")
+            weak = sorted(k for k, v in self.handsets.passwords.items() if len(v) < 12)
+            if weak:
+                raise ValueError(f"handsets.passwords: under 12 characters for {weak}")
         # The core checks the rest (queue names, overflow targets, taker queues).
         self.centre()
         self.agency_directory()

@@ -30,6 +30,7 @@ from aiohttp import web
 from . import ari, conference, core
 from .adapters.conference import AgencyWatcher, add_conference_routes
 from .adapters.fallback import FallbackSweeper
+from .adapters.handsets import HandsetProvisioner, HandsetSite, handsets_for
 from .adapters.http import Submit, make_app
 from .adapters.incidents import IncidentJournal
 from .adapters.metrics import Metrics
@@ -65,6 +66,7 @@ class Runtime:
         # Another instance took the Stasis app over (ApplicationReplaced).
         self.stepped_down = False
         self.fallback: FallbackSweeper | None = None
+        self.handsets: HandsetProvisioner | None = None
 
     async def run(self) -> None:  # noqa: PLR0915 - one assembly, top to bottom
         s = self.settings
@@ -86,6 +88,12 @@ class Runtime:
             seed = seed_of(s)
             keeper = CentreKeeper(PgConfigStore(s.database_dsn, seed), LocalCopy(s.state_dir), seed)
             record = await keeper.start()
+            self.handsets = HandsetProvisioner(
+                rest,
+                HandsetSite(
+                    s.handsets.transport, s.handsets.media_address, s.handsets.qualify_frequency_s
+                ),
+            )
             metrics = Metrics()
             recorder = IncidentRecorder(outbox)
             self.journal = IncidentJournal(
@@ -230,6 +238,15 @@ class Runtime:
         )
 
     async def _on_connected(self) -> None:
+        if self.service is not None and self.handsets is not None:
+            # Before Resync, which subscribes to the takers' handsets.
+            await self.handsets.sync_on_connect(
+                handsets_for(
+                    self.service.distributor.config,
+                    self.service.conferences.directory,
+                    self.settings.handsets.password_map(),
+                )
+            )
         if self.service is not None:
             self.service.submit(Resync())
         if self.fallback is not None:

@@ -44,6 +44,7 @@ __all__ = [
     "ChannelLeftBridge",
     "ChannelStateChange",
     "ChannelVarset",
+    "ConfigTuple",
     "ContactInfo",
     "ContactStatusChange",
     "DeviceState",
@@ -168,6 +169,18 @@ class ContactInfo(_Model):
     contact_status: str
     aor: str
     roundtrip_usec: str | None = None
+
+
+class ConfigTuple(_Model):
+    """ARI ``ConfigTuple``: one attribute of a sorcery object (``/asterisk/config/dynamic``).
+
+    Asterisk answers with every field of the object in its own canonical
+    spelling (``allow`` as ``(ulaw|alaw)``, booleans as ``true``/``false``),
+    and a ``set_var`` entry as its variable's name. An auth's ``password`` is
+    among them: never log a list of these."""
+
+    attribute: str
+    value: str
 
 
 class DeviceState(_Model):

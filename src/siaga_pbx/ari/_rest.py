@@ -33,6 +33,7 @@ from ._models import (
     Application,
     Bridge,
     Channel,
+    ConfigTuple,
     Endpoint,
     LiveRecording,
     Playback,
@@ -234,13 +235,15 @@ class AriRest:
                 f"{describe_validation_error(exc)}",
             ) from None
 
-    async def _models(self, model: type[_M], path: str) -> list[_M]:
-        body = await self.request("GET", path)
+    async def _models(
+        self, model: type[_M], path: str, *, method: str = "GET", json: Any = None
+    ) -> list[_M]:
+        body = await self.request(method, path, json=json)
         try:
             return TypeAdapter(list[model]).validate_python(body)  # type: ignore[valid-type]
         except ValidationError as exc:
             raise AriBadResponse(
-                "GET",
+                method,
                 path,
                 None,
                 f"Asterisk's answer is not a list of {model.__name__}: "
@@ -514,9 +517,76 @@ class AriRest:
         path = f"/endpoints/{check_id('tech', tech)}/{check_id('resource', resource)}"
         return await self._model(Endpoint, "GET", path)
 
+    async def list_endpoints(self, tech: str) -> list[Endpoint]:
+        """GET /endpoints/{tech}: every endpoint of one technology, e.g. ``PJSIP``."""
+        return await self._models(Endpoint, f"/endpoints/{check_id('tech', tech)}")
+
+    # --- sorcery objects (/asterisk/config/dynamic) ------------------------------
+    #
+    # Asterisk's configuration objects, e.g. res_pjsip's endpoint, auth and aor.
+    # Creating, updating and deleting works only for object types whose sorcery
+    # mapping has a writable wizard (asterisk/sorcery.conf); an object from a
+    # read-only one (pjsip.conf) answers 403 (``AriAuthError`` with status 403). The answers hold
+    # every field of the object, secrets included: they are returned, never logged.
+
+    async def get_config_object(
+        self, config_class: str, object_type: str, object_id: str
+    ) -> list[ConfigTuple]:
+        """GET /asterisk/config/dynamic/{class}/{type}/{id}; ``AriNotFound`` if absent."""
+        return await self._models(ConfigTuple, _config_object(config_class, object_type, object_id))
+
+    async def put_config_object(
+        self,
+        config_class: str,
+        object_type: str,
+        object_id: str,
+        fields: Sequence[tuple[str, str]],
+    ) -> list[ConfigTuple]:
+        """PUT /asterisk/config/dynamic/{class}/{type}/{id}: create the object, or
+        update it (the listed fields change, the others keep their values).
+
+        ``fields`` are (attribute, value) pairs applied in order, so a list may
+        repeat an attribute (``disallow`` before ``allow``). Returns the object."""
+        body = {
+            "fields": [
+                {
+                    "attribute": check_id("attribute", attribute),
+                    "value": _config_value(attribute, value),
+                }
+                for attribute, value in fields
+            ]
+        }
+        return await self._models(
+            ConfigTuple,
+            _config_object(config_class, object_type, object_id),
+            method="PUT",
+            json=body,
+        )
+
+    async def delete_config_object(
+        self, config_class: str, object_type: str, object_id: str
+    ) -> None:
+        """DELETE /asterisk/config/dynamic/{class}/{type}/{id}."""
+        await self.request("DELETE", _config_object(config_class, object_type, object_id))
+
 
 def _channel(channel_id: str) -> str:
     return f"/channels/{check_id('channel_id', channel_id)}"
+
+
+def _config_object(config_class: str, object_type: str, object_id: str) -> str:
+    return (
+        f"/asterisk/config/dynamic/{check_id('config_class', config_class)}"
+        f"/{check_id('object_type', object_type)}/{check_id('object_id', object_id)}"
+    )
+
+
+def _config_value(attribute: str, value: str) -> str:
+    # Empty is a legitimate value (it clears a field); control characters are not,
+    # and the message names the attribute only: the value may be a password.
+    if not isinstance(value, str) or not value.isprintable():
+        raise InvalidArgument(f"the value of {attribute!r} must be printable text")
+    return value
 
 
 def _bridge(bridge_id: str) -> str:
