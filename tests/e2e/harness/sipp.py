@@ -580,6 +580,48 @@ class SippRunner:
         self.processes.append(sp)
         return sp
 
+    def register(
+        self,
+        *,
+        user: str,
+        password: str,
+        expires_s: int = 60,
+        port: int | None = None,
+        timeout_s: float = 20.0,
+    ) -> SippProcess:
+        """A handset REGISTERs as ``user`` with digest auth (register.xml); it
+        succeeds only on 401 then 200, so a wrong password fails the process."""
+        wd = self._dir(f"register-{user}")
+        args = [
+            self._binary,
+            "-sf",
+            str(SCENARIO_DIR / "register.xml"),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(port or next(_caller_ports)),
+            "-m",
+            "1",
+            "-au",
+            user,
+            "-ap",
+            password,
+            "-set",
+            "user",
+            user,
+            "-set",
+            "expires",
+            str(expires_s),
+            "-timeout",
+            f"{int(timeout_s)}s",
+            "-timeout_error",
+            *_tracing(),
+            self.instance.sip_target,
+        ]
+        sp = SippProcess(f"register-{user}", args, wd, timeout_s).start()
+        self.processes.append(sp)
+        return sp
+
     def stop_all(self) -> None:
         """Kill every sipp this runner started that is still running (by pid)."""
         for sp in self.processes:
