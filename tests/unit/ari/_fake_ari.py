@@ -3,7 +3,10 @@
 It listens on 127.0.0.1 on a random port. Tests script it:
 
 - REST: ``reply(method, path, status, body)`` sets the answer for one route;
-  unscripted routes answer 404 like Asterisk does. Every request is recorded in
+  unscripted routes answer 404 like Asterisk does. A test that needs state
+  (objects created by one request, read by the next) sets ``handler``: it sees
+  every request first and answers ``(status, body)``, or ``None`` to fall
+  through to the scripted replies. Every request is recorded in
   ``requests`` (method, path, decoded query, raw query string, JSON body).
 - Websocket: each accepted upgrade becomes a ``FakeWsConnection`` on the
   ``connections`` queue. A test sends events on it, sends raw frames, drops the
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,6 +88,7 @@ class FakeAri:
         self.rejected_upgrades = 0
         self.delay_s = 0.0
         self._replies: dict[tuple[str, str], tuple[int, Any]] = {}
+        self.handler: Callable[[RecordedRequest], tuple[int, Any] | None] | None = None
         self._expected_auth = aiohttp.encode_basic_auth(USERNAME, PASSWORD)
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -140,7 +145,8 @@ class FakeAri:
             await asyncio.sleep(self.delay_s)
         if not self.requests[-1].authorized:
             return web.json_response({"message": "Authentication required"}, status=401)
-        status, body = self._replies.get(
+        handled = self.handler(self.requests[-1]) if self.handler is not None else None
+        status, body = handled or self._replies.get(
             (request.method, self.requests[-1].path), (404, {"message": "Resource not found"})
         )
         if body is None:
