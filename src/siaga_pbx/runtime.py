@@ -238,17 +238,19 @@ class Runtime:
         )
 
     async def _on_connected(self) -> None:
-        if self.service is not None and self.handsets is not None:
-            # Before Resync, which subscribes to the takers' handsets.
+        service = self.service
+        if service is not None and self.handsets is not None:
+            # New handsets first: the Resync subscribes to the takers' handsets.
             await self.handsets.sync_on_connect(
                 handsets_for(
-                    self.service.distributor.config,
-                    self.service.conferences.directory,
+                    service.distributor.config,
+                    service.conferences.directory,
                     self.settings.handsets.password_map(),
-                )
+                ),
+                resync=lambda: service.submit(Resync()),
             )
-        if self.service is not None:
-            self.service.submit(Resync())
+        elif service is not None:
+            service.submit(Resync())
         if self.fallback is not None:
             self.fallback.poke()
 

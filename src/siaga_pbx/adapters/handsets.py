@@ -42,7 +42,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import structlog
@@ -194,35 +194,49 @@ class HandsetProvisioner:
         reported in ``failed`` and the others still go ahead; ``AriUnavailable``
         while listing endpoints ends the sync early (it raises)."""
         wanted = _unique(handsets)
+        report = SyncReport()
         async with self._lock:
-            report = SyncReport()
             for handset in wanted.values():
                 await self._ensure(handset, report)
             await self._remove_unlisted(set(wanted), report)
-        log.info(
-            "handsets.synced",
-            created=report.created,
-            updated=report.updated,
-            unchanged=len(report.unchanged),
-            static=report.static,
-            deleted=report.deleted,
-            kept_busy=report.kept_busy,
-            failed=report.failed,
-        )
+        _log_report(report)
         return report
 
     async def sync_on_connect(
-        self, handsets: Iterable[Handset], timeout_s: float = 10.0
-    ) -> SyncReport | None:
-        """``sync`` for the ARI connect: bounded in time, and it never raises, so
-        that a handset Asterisk refuses never keeps the service from its calls
-        (the handsets of pjsip.conf, and those Asterisk kept, still work)."""
-        try:
-            async with asyncio.timeout(timeout_s):
-                return await self.sync(handsets)
-        except (ari.AriError, TimeoutError, ValueError) as exc:
-            log.error("handsets.sync_failed", error=str(exc)[:300])  # noqa: TRY400
-            return None
+        self,
+        handsets: Iterable[Handset],
+        resync: Callable[[], None],
+        timeout_s: float = 10.0,
+    ) -> SyncReport:
+        """``sync`` for the ARI connect, around the service's ``resync``.
+
+        The listed handsets are created first, so that the resync finds the new
+        takers' endpoints to follow; ``resync`` is called next, whatever happened;
+        the unlisted ones are deleted last, off the resync's way (with no handset
+        to push, the resync starts as early as it did without provisioning). Each
+        half is bounded in time and nothing raises: a handset Asterisk refuses
+        never keeps the service from its calls (pjsip.conf's handsets, and those
+        Asterisk kept, still work)."""
+        report = SyncReport()
+        async with self._lock:
+            wanted: set[str] | None = None  # None: the list was not got through
+            try:
+                async with asyncio.timeout(timeout_s):
+                    listed = _unique(handsets)
+                    for handset in listed.values():
+                        await self._ensure(handset, report)
+                    wanted = set(listed)
+            except (ari.AriError, TimeoutError, ValueError) as exc:
+                log.error("handsets.sync_failed", phase="create", error=str(exc)[:300])  # noqa: TRY400
+            resync()
+            if wanted is not None:  # never delete by a list we did not get through
+                try:
+                    async with asyncio.timeout(timeout_s):
+                        await self._remove_unlisted(wanted, report)
+                except (ari.AriError, TimeoutError) as exc:
+                    log.error("handsets.sync_failed", phase="delete", error=str(exc)[:300])  # noqa: TRY400
+        _log_report(report)
+        return report
 
     async def _ensure(self, handset: Handset, report: SyncReport) -> None:
         hid = handset.endpoint_id
@@ -300,6 +314,19 @@ class HandsetProvisioner:
         await self._rest.put_config_object(CONFIG_CLASS, object_type, hid, fields)
 
 
+def _log_report(report: SyncReport) -> None:
+    log.info(
+        "handsets.synced",
+        created=report.created,
+        updated=report.updated,
+        unchanged=len(report.unchanged),
+        static=report.static,
+        deleted=report.deleted,
+        kept_busy=report.kept_busy,
+        failed=report.failed,
+    )
+
+
 def _ours(endpoint: Mapping[str, str]) -> bool:
     return endpoint.get(MARKER_FIELD, "").startswith(MARKER_PREFIX)
 
@@ -322,7 +349,9 @@ def handsets_for(
     agency's dispatchers that has a password in ``passwords`` (by endpoint id).
 
     An endpoint without a password is expected to be static in pjsip.conf (the
-    lab's and the tests' handsets); the sync leaves pjsip.conf's ones alone anyway."""
+    lab's and the tests' handsets); the sync leaves pjsip.conf's ones alone anyway.
+    A handset that cannot be one (a password with control characters, an id no
+    ARI path can carry) is logged and left out, never raised: this runs on connect."""
     named: dict[str, str] = {}
     for taker in centre.takers:
         if (hid := _pjsip_resource(taker.endpoint)) is not None:
@@ -331,11 +360,15 @@ def handsets_for(
         for endpoint in agency.endpoints:
             if (hid := _pjsip_resource(endpoint)) is not None:
                 named.setdefault(hid, _printable_name(agency.name))
-    return [
-        Handset(endpoint_id=hid, password=passwords[hid], caller_name=name)
-        for hid, name in named.items()
-        if hid in passwords
-    ]
+    handsets = []
+    for hid, name in named.items():
+        if hid not in passwords:
+            continue
+        try:
+            handsets.append(Handset(endpoint_id=hid, password=passwords[hid], caller_name=name))
+        except ValueError as exc:  # the message names the handset, never the password
+            log.error("handsets.invalid", handset=hid, error=str(exc))  # noqa: TRY400
+    return handsets
 
 
 def _pjsip_resource(endpoint: str) -> str | None:

@@ -217,14 +217,52 @@ async def test_passwords_are_never_logged(
     assert logs and "pw-eight-XYZ" not in text and "pw-nine" not in text
 
 
-async def test_the_connect_sync_never_raises_when_asterisk_is_away(
+async def test_the_connect_sync_never_raises_and_resyncs_when_asterisk_is_away(
     session: aiohttp.ClientSession,
 ) -> None:
-    """sync_on_connect returns None (and logs) when Asterisk does not answer."""
+    """sync_on_connect logs instead of raising, calls the resync once, deletes nothing."""
     rest = ari.AriRest(session, "http://127.0.0.1:9/ari", USERNAME, PASSWORD, timeout_s=0.5)
+    resyncs: list[int] = []
     with capture_logs() as logs:
-        assert await HandsetProvisioner(rest).sync_on_connect([_handset()]) is None
-    assert any(e["event"] == "handsets.sync_failed" for e in logs)
+        report = await HandsetProvisioner(rest).sync_on_connect(
+            [_handset()], resync=lambda: resyncs.append(1)
+        )
+    assert resyncs == [1]
+    assert report.failed == ["taker9"] and report.deleted == []
+    assert any(e["event"] == "handsets.push_failed" for e in logs)
+
+
+async def test_the_connect_sync_creates_before_the_resync_and_deletes_after_it(
+    provisioner: HandsetProvisioner, fake_ari: FakeAri, sorcery: FakeSorcery
+) -> None:
+    """On connect the listed handsets exist when the resync starts; unlisted ones go after it."""
+    await provisioner.sync([_handset("taker8")])
+    fake_ari.requests.clear()
+    seen_at_resync: list[list[tuple[str, str]]] = []
+    report = await provisioner.sync_on_connect(
+        [_handset("taker9")], resync=lambda: seen_at_resync.append(_writes(fake_ari))
+    )
+    assert report.created == ["taker9"] and report.deleted == ["taker8"]
+    base = "/asterisk/config/dynamic/res_pjsip"
+    assert seen_at_resync == [
+        [
+            ("PUT", f"{base}/aor/taker9"),
+            ("PUT", f"{base}/auth/taker9"),
+            ("PUT", f"{base}/endpoint/taker9"),
+        ]
+    ]
+    assert ("DELETE", f"{base}/endpoint/taker8") in _writes(fake_ari)
+
+
+async def test_no_handset_to_push_means_the_resync_is_not_delayed(
+    provisioner: HandsetProvisioner, fake_ari: FakeAri, sorcery: FakeSorcery
+) -> None:
+    """With no handsets listed, the resync is called before any request to Asterisk."""
+    requests_at_resync: list[int] = []
+    await provisioner.sync_on_connect(
+        [], resync=lambda: requests_at_resync.append(len(fake_ari.requests))
+    )
+    assert requests_at_resync == [0]
 
 
 def test_handsets_for_takes_takers_and_dispatchers_with_a_password() -> None:
@@ -253,6 +291,10 @@ def test_handsets_for_takes_takers_and_dispatchers_with_a_password() -> None:
         ("taker9", "taker9"),
         ("disp-new", "Damkar pemadam"),
     ]
+    with capture_logs() as logs:
+        bad = handsets_for(centre, directory, {"taker9": "pw\n9", "disp-new": "pwd"})
+    assert [h.endpoint_id for h in bad] == ["disp-new"]
+    assert [e["handset"] for e in logs if e["event"] == "handsets.invalid"] == ["taker9"]
 
 
 def test_the_fields_follow_the_handset_templates_of_pjsip_conf() -> None:
