@@ -107,7 +107,7 @@ class TestProvisionedHandsets:
     ) -> None:
         """A taker unknown to pjsip.conf is created in the running Asterisk, registers with its
         new password (a wrong one is refused), takes a 112 call; a second start changes
-        nothing, a removal deletes it, and pjsip.conf's handsets are never touched."""
+        nothing, its removal through the API deletes it, pjsip.conf's handsets stay as they are."""
         pid, files = _asterisk_pid(asterisk_instance), _files_digest(asterisk_instance)
         assert _object(asterisk_instance, "endpoint", NEW) is None
 
@@ -151,17 +151,22 @@ class TestProvisionedHandsets:
         second = _wait_synced(again, 1)
         assert (second["created"], second["updated"], second["unchanged"]) == ([], [], 1), second
 
-        # Removed from the configuration: deleted. A password for a pjsip.conf handset
-        # changes nothing in Asterisk.
+        # Removed from the centre's configuration (the API; it is data in PostgreSQL): deleted
+        # at the next connect. A password for a pjsip.conf handset changes nothing in Asterisk.
+        version = again.get(f"/api/takers/{NEW}")["version"]
+        status, body = again.post(f"/api/takers/{NEW}?version={version}", method="DELETE")
+        assert status == 200, body
         again.stop()
-        taker1_auth = _object(asterisk_instance, "auth", "taker1")
-        third = service(extra=_config(("taker1",), {"taker1": "never-applied-secret"}))
+        damkar_auth = _object(asterisk_instance, "auth", "disp-damkar")
+        third = service(
+            extra=_config((NEW,), {NEW: PASSWORD, "disp-damkar": "never-applied-secret"})
+        )
         removed = _wait_synced(third, 1)
-        assert removed["deleted"] == [NEW] and removed["static"] == ["taker1"], removed
+        assert removed["deleted"] == [NEW] and removed["static"] == ["disp-damkar"], removed
         assert _object(asterisk_instance, "endpoint", NEW) is None
         assert _object(asterisk_instance, "aor", NEW) is None
         assert _object(asterisk_instance, "auth", NEW) is None
-        assert _object(asterisk_instance, "auth", "taker1") == taker1_auth
+        assert _object(asterisk_instance, "auth", "disp-damkar") == damkar_auth
 
         assert _asterisk_pid(asterisk_instance) == pid  # never restarted
         assert _files_digest(asterisk_instance) == files  # no file edited

@@ -32,7 +32,7 @@ configuration, including changes made while Asterisk was down or restored from
 an old backup. Passwords are never logged: the log lines name handset ids only.
 
 The objects mirror pjsip.conf's ``handset-endpoint``, ``handset-auth`` and
-``handset-aor`` templates (``pjsip_fields``); tests/e2e/test_handsets.py
+``handset-aor`` templates (``pjsip_fields``); tests/e2e/test_handset_provisioning.py
 compares a provisioned handset with a static one field by field.
 """
 
