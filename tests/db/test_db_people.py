@@ -347,6 +347,10 @@ class TestProvisioning:
 
         monkeypatch.setenv("SIAGA_DATABASE_DSN", fresh_migrated_dsn)
         monkeypatch.setenv("SIAGA_STATE_DIR", str(tmp_path))
+        # The command configures logging for a process of its own (cached
+        # loggers); in the test process that would blind later tests'
+        # structlog.testing.capture_logs.
+        monkeypatch.setattr("siaga_pbx.logs.configure", lambda *a, **k: None)
         monkeypatch.setattr("sys.stdin", io.StringIO("first-admin-secret\n"))
         argv = ["user-add", "chief", "--display-name", "Chief", "--role", "admin"]
         assert cli.main(argv) == 0
