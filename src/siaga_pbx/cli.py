@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import getpass
 import sys
 import time
@@ -15,9 +16,9 @@ import asyncpg
 import structlog
 import uvloop
 
-from . import __version__, ari, logs
+from . import __version__, ari, audit, logs
 from .config import ConfigError, Settings, load, unknown_environment
-from .incidents import migrate, purge
+from .incidents import migrate, purge, write_audit_now
 from .people import InvalidUser, PasswordPolicyError, UsernameTaken, add_user
 from .runtime import Runtime
 
@@ -102,15 +103,38 @@ async def _migrate(settings: Settings) -> int:
 
 
 async def _purge(settings: Settings, *, dry_run: bool) -> int:
-    report = await purge(
-        settings.database_dsn,
-        recordings_days=settings.recording_retention_days,
-        incidents_days=settings.incident_retention_days,
-        now=time.time(),
-        dry_run=dry_run,
-    )
+    try:
+        report = await purge(
+            settings.database_dsn,
+            recordings_days=settings.recording_retention_days,
+            incidents_days=settings.incident_retention_days,
+            now=time.time(),
+            dry_run=dry_run,
+        )
+    except Exception as exc:
+        if not dry_run:  # a purge that stopped half-way may have deleted some: say who tried
+            await _audit(
+                settings,
+                audit.command_line(
+                    "purge", "retention", outcome="failed", reason=f"{type(exc).__name__}: {exc}"
+                ),
+            )
+        raise
     print(report)
-    return 0
+    if dry_run:  # nothing changed: nothing to audit
+        return 0
+    entry = audit.command_line("purge", "retention", after=dataclasses.asdict(report))
+    return 0 if await _audit(settings, entry) else 1
+
+
+async def _audit(settings: Settings, entry: audit.AuditEntry) -> bool:
+    """Write the command's audit row to PostgreSQL; False (and a message) if it failed."""
+    try:
+        await write_audit_now(settings.database_dsn, entry)
+    except (OSError, asyncpg.PostgresError) as exc:
+        print(f"siaga-pbx: could not write the audit row of {entry.action}: {exc}", file=sys.stderr)
+        return False
+    return True
 
 
 def _read_password() -> str:

@@ -27,7 +27,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from . import ari, conference, core
+from . import ari, audit, conference, core
 from .adapters.conference import AgencyWatcher, add_conference_routes
 from .adapters.fallback import FallbackSweeper
 from .adapters.handsets import HandsetProvisioner, HandsetSite, handsets_for
@@ -43,7 +43,9 @@ from .incidents import (
     IncidentRecorder,
     IncidentStore,
     Outbox,
+    OutboxAuditSink,
     OutboxRelay,
+    add_audit_routes,
     add_callback_routes,
     add_incident_routes,
 )
@@ -103,12 +105,16 @@ class Runtime:
                 on_recording_missing=metrics.recording_failures.inc,
             )
             self.relay = OutboxRelay(outbox, s.database_dsn, repeat_window_s=s.repeat_window_s)
+            audit_sink = OutboxAuditSink(outbox)  # every action, through the outbox
             service = CallService(
                 distributor=core.Distributor(record.centre()),
                 conferences=conference.Conferences(record.directory()),
                 telephony=AriTelephony(rest, s.ari.app, s.prompts),
                 observers=[self.journal, metrics],
                 on_command_failed=metrics.command_failed,
+                on_feature=lambda taker, action, ok, why: audit_sink.post(
+                    audit.handset_feature(taker, action, ok, why)
+                ),
                 on_core_handled=metrics.core_handled,
                 resync=lambda svc: resynchronise(svc, rest, s.ari.app),
             )
@@ -152,6 +158,7 @@ class Runtime:
                 incidents=store,
                 centre=keeper,
                 people=people,
+                audit_sink=audit_sink,
             )
             restorer = CallbackRestorer(
                 store, self.relay, lambda e: service.submit(core.CallbacksRestored(e))
@@ -210,6 +217,7 @@ class Runtime:
                     *tasks, stop, restoring, reloading, directory, return_exceptions=True
                 )
                 await service.close()
+                await audit_sink.flush()
                 await store.close()
                 await people.close()
                 await runner.cleanup()
@@ -348,6 +356,7 @@ def build_app(
     incidents: IncidentStore,
     centre: CentreKeeper,
     people: People,
+    audit_sink: audit.AuditSink | None = None,
 ) -> web.Application:
     """The HTTP app with every route of the service: state and takers, incidents,
     callbacks, conference, the centre's configuration, people. The runtime serves it and
@@ -359,8 +368,10 @@ def build_app(
         metrics_=metrics,
         tokens=tokens,
         health=health,
+        audit_sink=audit_sink,
     )
     add_incident_routes(app, incidents, tokens)
+    add_audit_routes(app, incidents)
     add_callback_routes(app, store=incidents, submit=submit, holds=distributor.holds_callback)
     add_conference_routes(app, conferences, submit)
     add_centre_routes(app, centre)

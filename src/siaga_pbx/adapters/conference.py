@@ -23,7 +23,7 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from .. import conference, core
+from .. import audit, conference, core
 from . import routes
 from .http import SUBMIT, Submit, error
 
@@ -232,6 +232,7 @@ async def get_conference(request: web.Request) -> web.StreamResponse:
 @api.post(
     "/api/calls/{call_id}/dispatchers",
     summary="Ring an agency's dispatchers into the call",
+    audited=("call.add_dispatcher", "call:{call_id}"),
     roles=_STAFF,
     body=AddDispatcherBody,
     **_ASKS,
@@ -239,6 +240,7 @@ async def get_conference(request: web.Request) -> web.StreamResponse:
 async def add_dispatcher(request: web.Request) -> web.StreamResponse:
     body = routes.body(request, AddDispatcherBody)
     call_id = request.match_info["call_id"]
+    audit.note(request, after={"agency": body.agency, "role": body.role and body.role.value})
     return await _accepted(
         request, lambda: conference.AddAgency(call_id, body.agency, "api", body.role)
     )
@@ -247,6 +249,7 @@ async def add_dispatcher(request: web.Request) -> web.StreamResponse:
 @api.post(
     "/api/calls/{call_id}/dispatchers/mass-incident",
     summary="Ring every mass-incident agency into the call",
+    audited=("call.add_mass_incident", "call:{call_id}"),
     roles=_STAFF,
     **_ASKS,
 )
@@ -258,17 +261,20 @@ async def add_mass_incident(request: web.Request) -> web.StreamResponse:
 @api.delete(
     "/api/calls/{call_id}/dispatchers/{agency}",
     summary="Remove an agency's dispatcher, or stop ringing it",
+    audited=("call.remove_dispatcher", "call:{call_id}"),
     roles=_STAFF,
     **_ASKS,
 )
 async def remove_dispatcher(request: web.Request) -> web.StreamResponse:
     call_id, agency = request.match_info["call_id"], request.match_info["agency"]
+    audit.note(request, after={"agency": agency})
     return await _accepted(request, lambda: conference.RemoveAgency(call_id, agency, "api"))
 
 
 @api.post(
     "/api/calls/{call_id}/dispatchers/{agency}/role",
     summary="Set a dispatcher's role: talk or listen",
+    audited=("call.set_role", "call:{call_id}"),
     roles=_STAFF,
     body=RoleBody,
     **_ASKS,
@@ -277,12 +283,14 @@ async def set_role(request: web.Request) -> web.StreamResponse:
     body = routes.body(request, RoleBody)
     call_id, agency = request.match_info["call_id"], request.match_info["agency"]
     role = conference.Role(body.role)
+    audit.note(request, after={"agency": agency, "role": role.value})
     return await _accepted(request, lambda: conference.SetRole(call_id, agency, role, "api"))
 
 
 @api.post(
     "/api/calls/{call_id}/handover",
     summary="The call taker leaves; the dispatchers keep the caller",
+    audited=("call.hand_over", "call:{call_id}"),
     roles=_STAFF,
     **_ASKS,
 )
@@ -294,6 +302,7 @@ async def hand_over(request: web.Request) -> web.StreamResponse:
 @api.post(
     "/api/calls/{call_id}/supervision",
     summary="Ring a supervisor's phone into the call",
+    audited=("call.supervise", "call:{call_id}"),
     roles=_SUPERVISORS,
     body=SuperviseBody,
     **_ASKS,
@@ -301,6 +310,10 @@ async def hand_over(request: web.Request) -> web.StreamResponse:
 async def supervise(request: web.Request) -> web.StreamResponse:
     body = routes.body(request, SuperviseBody)
     call_id = request.match_info["call_id"]
+    audit.note(
+        request,
+        after={"supervisor": body.supervisor, "endpoint": body.endpoint, "mode": body.mode.value},
+    )
     return await _accepted(
         request, lambda: conference.Supervise(call_id, body.supervisor, body.endpoint, body.mode)
     )
@@ -309,11 +322,13 @@ async def supervise(request: web.Request) -> web.StreamResponse:
 @api.delete(
     "/api/calls/{call_id}/supervision/{supervisor}",
     summary="End a supervision",
+    audited=("call.end_supervision", "call:{call_id}"),
     roles=_SUPERVISORS,
     **_ASKS,
 )
 async def end_supervision(request: web.Request) -> web.StreamResponse:
     call_id, sup = request.match_info["call_id"], request.match_info["supervisor"]
+    audit.note(request, after={"supervisor": sup})
     return await _accepted(request, lambda: conference.EndSupervision(call_id, sup))
 
 

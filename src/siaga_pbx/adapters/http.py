@@ -25,7 +25,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .. import auth, conference, core
+from .. import audit, auth, conference, core
 from ..people import allowed, without_personal_data
 from . import problems, routes
 from .metrics import Metrics
@@ -120,14 +120,30 @@ _TAKER_ACTION: dict[str, Any] = {
 }
 
 
-@api.post("/api/takers/{taker_id}/login", summary="Log a call taker in", **_TAKER_ACTION)
-@api.post("/api/takers/{taker_id}/logout", summary="Log a call taker out", **_TAKER_ACTION)
-@api.post("/api/takers/{taker_id}/unpause", summary="Unpause a call taker", **_TAKER_ACTION)
+@api.post(
+    "/api/takers/{taker_id}/login",
+    summary="Log a call taker in",
+    audited=("taker.login", "taker:{taker_id}"),
+    **_TAKER_ACTION,
+)
+@api.post(
+    "/api/takers/{taker_id}/logout",
+    summary="Log a call taker out",
+    audited=("taker.logout", "taker:{taker_id}"),
+    **_TAKER_ACTION,
+)
+@api.post(
+    "/api/takers/{taker_id}/unpause",
+    summary="Unpause a call taker",
+    audited=("taker.unpause", "taker:{taker_id}"),
+    **_TAKER_ACTION,
+)
 @api.post(
     "/api/takers/{taker_id}/pause",
     summary="Pause a call taker",
     body=PauseBody,
     body_required=False,
+    audited=("taker.pause", "taker:{taker_id}"),
     **_TAKER_ACTION,
 )
 async def taker_action(request: web.Request) -> web.StreamResponse:
@@ -164,9 +180,13 @@ def make_app(
     metrics_: Metrics,
     tokens: Mapping[str, str],
     health: Callable[[], dict[str, Any]],
+    audit_sink: audit.AuditSink | None = None,
 ) -> web.Application:
+    """The service's app. ``audit_sink``: where audit rows go (the runtime
+    gives the outbox's; without one they are kept in memory only)."""
     app = web.Application(client_max_size=256 * 1024)
     auth.install(app, tokens)
+    audit.install(app, audit_sink if audit_sink is not None else audit.MemorySink())
     app[DISTRIBUTOR] = distributor
     app[SUBMIT] = submit
     app[METRICS] = metrics_

@@ -25,6 +25,9 @@ The declaration is the one source of truth for three things:
   JSON. The handler only runs with valid input and reads it with ``body``/``query``/``path``;
 - **the OpenAPI document** (``openapi.document``) served at ``GET /api/openapi.json``, which is
   generated from these same models;
+- **the audit**: a state-changing route names its action and target (``audited=``); every
+  authenticated request to it, accepted, refused (its input invalid included) or failed,
+  leaves one audit row (``siaga_pbx.audit``, docs/AUDIT.md);
 - **the list of routes**: ``install`` registers each route on the router *and* in the app's
   registry (``ROUTES``); a test checks that every route on the router is in the document, so a
   route added with ``app.router.add_*`` directly fails it.
@@ -32,6 +35,7 @@ The declaration is the one source of truth for three things:
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import json
 from collections.abc import Awaitable, Callable, Iterable
@@ -42,7 +46,7 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from .. import auth
+from .. import audit, auth
 from . import openapi
 from .problems import FieldError, Problem, Where, from_validation
 from .problems import install as install_problems
@@ -62,7 +66,7 @@ __all__ = [
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 M = TypeVar("M", bound=BaseModel)
 
-_CALLER = web.RequestKey("siaga_caller", auth.Caller)
+_CALLER = audit.CALLER  # one place: the audit names the caller it finds there
 _BODY = web.RequestKey("siaga_body", BaseModel)
 _QUERY = web.RequestKey("siaga_query", BaseModel)
 _PATH = web.RequestKey("siaga_path", BaseModel)
@@ -88,6 +92,7 @@ class Route:
     status: int = 200
     content_type: str = "application/json"
     problems: tuple[int, ...] = ()
+    audited: tuple[str, str] | None = None  # (action, target) templates: ``audit.audited``
 
     @property
     def operation_id(self) -> str:
@@ -121,6 +126,7 @@ class RouteTable:
         status: int = 200,
         content_type: str = "application/json",
         problems: Iterable[int] = (),
+        audited: tuple[str, str] | None = None,
     ) -> Callable[[Handler], Handler]:
         def declare(handler: Handler) -> Handler:
             self.routes.append(
@@ -140,6 +146,7 @@ class RouteTable:
                     status=status,
                     content_type=content_type,
                     problems=tuple(problems),
+                    audited=audited,
                 )
             )
             return handler
@@ -219,21 +226,29 @@ def _checked(route: Route) -> Handler:
                 raise Problem(exc.status, exc.message, headers=exc.headers) from None
             request[_CALLER] = found
             who = found.who
-        if route.path_params is not None:
-            request[_PATH] = _validate(route.path_params, dict(request.match_info), "path")
-        if route.query is not None:
-            request[_QUERY] = _validate(route.query, _single_valued(request), "query")
-        if route.body is not None:
-            raw = await _json_body(request, required=route.body_required)
-            request[_BODY] = _validate(route.body, raw, "body")
+        run: Handler = functools.partial(_validated, route)
+        if route.audited is not None:  # after auth: input refused as invalid is audited too
+            run = audit.audited(*route.audited)(run)
         if not who:
-            return await route.handler(request)
+            return await run(request)
         with structlog.contextvars.bound_contextvars(api_user=who):
-            return await route.handler(request)
+            return await run(request)
 
     handle.__name__ = route.handler.__name__
     handle.__doc__ = route.handler.__doc__
     return handle
+
+
+async def _validated(route: Route, request: web.Request) -> web.StreamResponse:
+    """Validate the path, query and body (in that order), then run the handler."""
+    if route.path_params is not None:
+        request[_PATH] = _validate(route.path_params, dict(request.match_info), "path")
+    if route.query is not None:
+        request[_QUERY] = _validate(route.query, _single_valued(request), "query")
+    if route.body is not None:
+        raw = await _json_body(request, required=route.body_required)
+        request[_BODY] = _validate(route.body, raw, "body")
+    return await route.handler(request)
 
 
 def _validate(model: type[M], raw: object, where: Where) -> M:

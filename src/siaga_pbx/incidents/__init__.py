@@ -10,16 +10,29 @@
 - Callbacks: PostgreSQL is the record of pending callbacks.
   ``CallbackRestorer`` reads them back at start; ``add_callback_routes``
   lists and resolves them (through the core).
+- The audit of every action: ``OutboxAuditSink`` (the service's audit sink,
+  ``AppendAudit`` ops through the outbox), ``add_audit_routes``
+  (``GET /api/audit``), ``write_audit_now`` (the CLI).
 - ``purge``: retention, audited. ``describe_recording``: size/sha256/duration.
 """
 
 from ._api import INCIDENT_STORE, add_incident_routes
 from ._api_models import CATEGORIES, DISPOSITIONS, IncidentPatch, ListParams
+from ._audit import (
+    AuditQuery,
+    AuditStore,
+    OutboxAuditSink,
+    add_audit_routes,
+    audit_op,
+    write_audit_now,
+)
 from ._callbacks import CallbackRestorer
 from ._callbacks_api import add_callback_routes
 from ._migrate import MigrationError, migrate, migration_files
 from ._ops import (
+    AUDIT_OUTCOMES,
     AddCallbackEntry,
+    AppendAudit,
     AppendTimeline,
     CloseCall,
     DetailValue,
@@ -48,11 +61,15 @@ from ._store import (
 from ._text import storable
 
 __all__ = [
+    "AUDIT_OUTCOMES",
     "CATEGORIES",
     "DISPOSITIONS",
     "INCIDENT_STORE",
     "AddCallbackEntry",
+    "AppendAudit",
     "AppendTimeline",
+    "AuditQuery",
+    "AuditStore",
     "CallbackRestorer",
     "CloseCall",
     "DeadLetter",
@@ -69,6 +86,7 @@ __all__ = [
     "Op",
     "OpenIncident",
     "Outbox",
+    "OutboxAuditSink",
     "OutboxEntry",
     "OutboxRelay",
     "PurgeReport",
@@ -76,8 +94,10 @@ __all__ = [
     "RecordingRow",
     "RegisterRecording",
     "ResolveCallbackEntry",
+    "add_audit_routes",
     "add_callback_routes",
     "add_incident_routes",
+    "audit_op",
     "decode_cursor",
     "decode_op",
     "describe_recording",
@@ -89,4 +109,5 @@ __all__ = [
     "migration_files",
     "purge",
     "storable",
+    "write_audit_now",
 ]

@@ -19,8 +19,9 @@ input -> 422 naming each field; PostgreSQL unreachable -> 503. Every error is an
 RFC 9457 problem (``siaga_pbx.adapters.problems``); every route is declared on
 ``routes`` (``siaga_pbx.adapters.routes``), which validates its input and puts it
 in the OpenAPI document.
-Edits are audited in the timeline as ``role:<token fingerprint>``; the token
-itself is never stored or logged.
+Edits are recorded in the timeline (who: ``auth.Caller.who``, with every
+field's old and new value) and in the audit (``siaga_pbx.audit``: who, and the
+names of the fields changed); the token itself is never stored or logged.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
-from .. import auth
+from .. import audit, auth
 from ..adapters import routes
 from ..adapters.problems import FieldError, Problem
 from ..auth import ROLES, Caller
@@ -83,6 +84,8 @@ def add_incident_routes(
 ) -> None:
     """Mount the incident API on ``app``. ``tokens``: bearer token -> role."""
     auth.install(app, tokens)
+    if audit.AUDIT not in app:  # the service's app has its sink already (make_app)
+        audit.install(app, audit.MemorySink())
     app[INCIDENT_STORE] = store
     routes_.install(app)
 
@@ -208,12 +211,16 @@ async def _get_incident(request: web.Request) -> web.StreamResponse:
     path_params=IdPath,
     body=IncidentPatch,
     problems=(404, *_STORE_PROBLEMS),
+    audited=("incident.classify", "incident:{id}"),
 )
 @_db_errors
 async def _patch_incident(request: web.Request) -> web.StreamResponse:
     incident_id = routes.path(request, IdPath).id
     patch = routes.body(request, IncidentPatch)
     who = routes.caller(request).who
+    # The names of the fields, not their values: those are personal data, kept
+    # in the incident's timeline and purged with it (docs/AUDIT.md).
+    audit.note(request, after={"fields": sorted(patch.changes())})
     incident = await request.app[INCIDENT_STORE].classify(incident_id, patch.changes(), who)
     if incident is None:
         raise Problem(404, "no such incident")

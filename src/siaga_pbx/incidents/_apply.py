@@ -14,6 +14,7 @@ import structlog
 
 from ._ops import (
     AddCallbackEntry,
+    AppendAudit,
     AppendTimeline,
     CloseCall,
     Op,
@@ -21,9 +22,9 @@ from ._ops import (
     RegisterRecording,
     ResolveCallbackEntry,
 )
-from ._text import storable, storable_detail
+from ._text import storable, storable_detail, storable_json
 
-__all__ = ["apply_op", "epoch_to_datetime"]
+__all__ = ["apply_op", "epoch_to_datetime", "insert_audit"]
 
 log = structlog.get_logger(__name__)
 
@@ -55,6 +56,8 @@ async def apply_op(conn: asyncpg.Connection, op: Op, *, repeat_window_s: float) 
         await _add_callback(conn, op)
     elif isinstance(op, ResolveCallbackEntry):
         await _resolve_callback(conn, op)
+    elif isinstance(op, AppendAudit):
+        await insert_audit(conn, op)
     else:
         await _close_call(conn, op)
 
@@ -218,6 +221,58 @@ async def _resolve_callback(conn: asyncpg.Connection, op: ResolveCallbackEntry) 
         op.call_id,
         epoch_to_datetime(op.resolved_at),
         json.dumps(detail),
+    )
+
+
+_INSERT_AUDIT = (
+    "INSERT INTO audit (at, who, user_id, username, role, action, target, outcome, status,"
+    " reason, before, after, source, request_id)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12::jsonb, $13, $14)"
+)
+
+
+def _audit_json(value: object) -> str | None:
+    return None if value is None else json.dumps(storable_json(value), allow_nan=False)
+
+
+async def insert_audit(conn: asyncpg.Connection, op: AppendAudit) -> None:
+    """Write one audit row. The relay does it for ``AppendAudit`` ops; the CLI,
+    which has no outbox, calls it directly."""
+    # Every string may come from a request (a path segment, a body field):
+    # made storable like caller strings, never refused.
+    await conn.execute(_INSERT_AUDIT, *_audit_row(op))
+
+
+def _audit_row(op: AppendAudit) -> tuple[object, ...]:
+    text = {
+        name: storable(getattr(op, name))[0]
+        for name in (
+            "who",
+            "user_id",
+            "username",
+            "role",
+            "action",
+            "target",
+            "reason",
+            "source",
+            "request_id",
+        )
+    }
+    return (
+        epoch_to_datetime(op.at),
+        text["who"],
+        text["user_id"],
+        text["username"],
+        text["role"],
+        text["action"],
+        text["target"],
+        op.outcome,
+        op.status,
+        text["reason"],
+        _audit_json(op.before),
+        _audit_json(op.after),
+        text["source"],
+        text["request_id"],
     )
 
 

@@ -31,7 +31,7 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from siaga_pbx import auth, core
+from siaga_pbx import audit, auth, core
 
 from ..adapters import routes
 from ..adapters.problems import Problem
@@ -121,12 +121,15 @@ async def _list_callbacks(request: web.Request) -> web.StreamResponse:
     response=CallbackAccepted,
     status=202,
     problems=(404, 409, 503),
+    audited=("callback.resolve", "callback:{call_id}"),
 )
 @_db_errors
 async def _resolve(request: web.Request) -> web.StreamResponse:
     call_id = routes.path(request, CallbackPath).call_id
     body = routes.body(request, ResolveBody)
     caller = routes.caller(request)
+    # The note may name the caller: it stays with the callback (purged with it).
+    audit.note(request, after={"resolution": body.resolution})
     if not request.app[_HOLDS](call_id):
         # Not in the core's memory (evicted past its bound, or not restored
         # yet): the record decides. Asking it never holds up a call: this

@@ -28,7 +28,9 @@ from typing import ClassVar, Literal, TypeAlias
 from ._text import has_unstorable
 
 __all__ = [
+    "AUDIT_OUTCOMES",
     "AddCallbackEntry",
+    "AppendAudit",
     "AppendTimeline",
     "CloseCall",
     "DetailValue",
@@ -275,6 +277,80 @@ class CloseCall:
         _check_str("hangup_cause", self.hangup_cause, 64)
 
 
+AUDIT_OUTCOMES = ("accepted", "refused", "failed")
+# A configuration document (the whole queue list) fits with room to spare; an
+# audit row is never the place for bulk data.
+_MAX_AUDIT_JSON = 256 * 1024
+
+
+def _check_json(name: str, value: object) -> None:
+    """``value`` is None or a JSON document (objects with string keys, finite numbers)."""
+    if value is None:
+        return
+    try:
+        text = json.dumps(value, ensure_ascii=True, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be JSON (string keys, finite numbers): {exc}") from None
+    _require(len(text) <= _MAX_AUDIT_JSON, f"{name} longer than {_MAX_AUDIT_JSON} chars as JSON")
+
+
+@dataclass(frozen=True, slots=True)
+class AppendAudit:
+    """One action somebody took (or tried to take): the audit row (migration 0008).
+
+    ``who`` names the actor for humans (a username, ``role:<fingerprint>`` for a
+    configuration token, ``cli:<os user>``, ``taker:<id>`` for a handset);
+    ``user_id``/``username`` are empty unless a signed-in user acted.
+    ``before``/``after`` are JSON documents (or None)."""
+
+    kind: ClassVar[str] = "append_audit"
+
+    at: float
+    who: str
+    role: str
+    action: str
+    target: str = ""
+    outcome: str = "accepted"
+    status: int | None = None
+    reason: str = ""
+    user_id: str = ""
+    username: str = ""
+    source: str = ""
+    request_id: str = ""
+    before: object = None
+    after: object = None
+
+    def __post_init__(self) -> None:
+        _check_epoch("at", self.at)
+        for name, max_len in (
+            ("who", 256),
+            ("role", 64),
+            ("action", 128),
+            ("target", 512),
+            ("reason", 2000),
+            ("user_id", 128),
+            ("username", 256),
+            ("source", 256),
+            ("request_id", 128),
+        ):
+            _check_str(name, getattr(self, name), max_len)
+        _require(bool(self.who), "who must not be empty")
+        _require(bool(self.action), "action must not be empty")
+        _require(self.outcome in AUDIT_OUTCOMES, f"outcome must be one of {AUDIT_OUTCOMES}")
+        _require(
+            self.status is None
+            or (isinstance(self.status, int) and not isinstance(self.status, bool)),
+            "status must be an int or None",
+        )
+        _check_json("before", self.before)
+        _check_json("after", self.after)
+
+    @property
+    def call_id(self) -> None:
+        """An audit row belongs to no call (the relay logs ops by call)."""
+        return None
+
+
 Op: TypeAlias = (
     OpenIncident
     | AppendTimeline
@@ -282,6 +358,7 @@ Op: TypeAlias = (
     | AddCallbackEntry
     | ResolveCallbackEntry
     | CloseCall
+    | AppendAudit
 )
 
 _KINDS: dict[str, type[Op]] = {
@@ -293,6 +370,7 @@ _KINDS: dict[str, type[Op]] = {
         AddCallbackEntry,
         ResolveCallbackEntry,
         CloseCall,
+        AppendAudit,
     )
 }
 

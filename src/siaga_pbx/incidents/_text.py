@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-__all__ = ["has_unstorable", "raw_bytes", "storable", "storable_detail"]
+__all__ = ["has_unstorable", "raw_bytes", "storable", "storable_detail", "storable_json"]
 
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
@@ -67,6 +67,11 @@ def storable_text(s: str) -> str:
 def storable_detail(detail: Mapping[str, object]) -> dict[str, object]:
     """A copy of a JSON-safe mapping whose strings (keys too) are all storable."""
     return {storable_text(k): _storable_value(v) for k, v in detail.items()}
+
+
+def storable_json(v: object) -> object:
+    """A copy of any JSON document whose strings (keys too) are all storable."""
+    return _storable_value(v)
 
 
 def _storable_value(v: object) -> object:

@@ -162,6 +162,10 @@ _RECORDING_GRACE_S = 3.0
 RESYNC_RETRY_S = (0.5, 1.0, 2.0, 5.0)
 
 Resynchroniser = Callable[["CallService"], Awaitable[None]]
+# Told of every handset feature code once the core decided: (taker id, or ""
+# for a handset nobody works on; action; accepted; the refusal's reason).
+# The runtime audits it; it must not block (it runs on the consumer).
+FeatureHook = Callable[[str, str, bool, str], None]
 
 
 class CallService:
@@ -175,6 +179,7 @@ class CallService:
         resync: Resynchroniser | None = None,
         on_command_failed: Callable[[str], None] | None = None,
         on_core_handled: Callable[[float], None] | None = None,
+        on_feature: FeatureHook | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.distributor = distributor
@@ -186,6 +191,7 @@ class CallService:
         self._resync = resync
         self._on_command_failed = on_command_failed
         self._on_core_handled = on_core_handled
+        self._on_feature = on_feature
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._incidents: OrderedDict[str, str] = OrderedDict()
         self._recorded: OrderedDict[str, None] = OrderedDict()  # recordings journalled
@@ -545,15 +551,27 @@ class CallService:
         event = feature_event(req)
         with structlog.contextvars.bound_contextvars(taker_id=req.taker_id, feature=req.action):
             ok = event is not None
+            reason = ""
+            if event is None:
+                reason = (
+                    "no call taker works on this handset"
+                    if req.taker_id is None
+                    else "unknown feature code"
+                )
             if event is not None:
                 try:
                     self.distributor.check(event)
                 except core.ProtocolError as exc:
                     log.warning("feature.refused", error=str(exc))
-                    ok = False
+                    ok, reason = False, str(exc)
                 else:
                     await self.feed(event)
             log.info("feature.requested", ok=ok)
+            if self._on_feature is not None:
+                try:
+                    self._on_feature(req.taker_id or "", req.action, ok, reason)
+                except Exception as exc:  # noqa: BLE001 - never the handset's problem
+                    log.error("feature.hook_failed", error=repr(exc)[:300])  # noqa: TRY400
         try:
             await self._telephony.finish_feature(req.channel_id, ok=ok)
         except Exception as exc:  # noqa: BLE001 - the handset hung up already
