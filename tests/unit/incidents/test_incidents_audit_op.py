@@ -29,7 +29,11 @@ QUEUES_BEFORE = [{"name": "main", "ring_timeout_s": 20.0, "overflow": {"queue": 
 QUEUES_AFTER = [{"name": "main", "ring_timeout_s": 15.0, "overflow": {"queue": "backup"}}]
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
     max_leaves=20,
 )
