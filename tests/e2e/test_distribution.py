@@ -8,13 +8,15 @@ incident timeline in PostgreSQL.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
+import urllib.request
 from typing import Any
 
 from harness import AsteriskInstance, SippRunner
 from harness.checks import wait_clean, wait_rows
-from harness.service import ServiceFactory, ServiceProcess
+from harness.service import TOKEN, ServiceFactory, ServiceProcess
 
 TAKER_PORTS = {"taker1": 5071, "taker2": 5072, "taker3": 5073}
 
@@ -276,3 +278,42 @@ class TestFeatureCodes:
             svc.wait_state(
                 lambda s, want=status: s["takers"][0]["status"] == want, 5, f"{code} -> {status}"
             )
+
+    def test_handset_codes_and_api_actions_are_audited_by_the_running_service(
+        self,
+        service: ServiceFactory,
+        sipp: SippRunner,
+        asterisk_instance: AsteriskInstance,
+        e2e_dsn: str,
+    ) -> None:
+        """The real service audits a handset's *13 as taker1's own action, an API
+        logout as the admin token's (with the response's request id), and a refused
+        *14 (logged out) with the core's reason: one row each in PostgreSQL."""
+        svc = service(extra=config([queue()], [taker("taker1")]))
+        password = asterisk_instance.values["SECRET_TAKER1"]
+        sipp.feature("*13", user="taker1", password=password).wait().assert_ok()
+        svc.wait_state(lambda s: s["takers"][0]["status"] == "paused", 5, "*13 -> paused")
+        req = urllib.request.Request(
+            f"{svc.url}/api/takers/taker1/logout",
+            method="POST",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            assert resp.status == 202
+            request_id = resp.headers["X-Request-Id"]
+        svc.wait_state(lambda s: s["takers"][0]["status"] == "offline", 5, "logged out")
+        sipp.feature("*14", user="taker1", password=password).wait().assert_ok()
+        rows = wait_rows(
+            e2e_dsn,
+            "SELECT who, role, action, target, outcome, reason, source, request_id"
+            " FROM audit ORDER BY at, id",
+            until=lambda r: len(r) == 3,
+        )
+        fingerprint = hashlib.sha256(TOKEN.encode()).hexdigest()[:12]
+        assert [(r["who"], r["action"], r["target"], r["outcome"], r["source"]) for r in rows] == [
+            ("taker:taker1", "taker.pause", "taker:taker1", "accepted", "handset"),
+            (f"admin:{fingerprint}", "taker.logout", "taker:taker1", "accepted", "127.0.0.1"),
+            ("taker:taker1", "taker.unpause", "taker:taker1", "refused", "handset"),
+        ]
+        assert "offline" in rows[2]["reason"]
+        assert rows[1]["request_id"] == request_id
