@@ -265,12 +265,12 @@ class TestAuditApi:
             ("?user=a&user=b", "user"),
         ],
     )
-    async def test_bad_queries_are_400_naming_the_parameter(
+    async def test_bad_queries_are_422_naming_the_parameter(
         self, api: Client, query: str, field: str
     ) -> None:
-        """An invalid or unknown parameter is a 400 whose fields name it."""
-        body = await audit_query(api, query, status=400)
-        assert field in body["fields"]
+        """An invalid, repeated or unknown parameter is a 422 problem naming it."""
+        body = await audit_query(api, query, status=422)
+        assert [(e["in"], e["field"]) for e in body["errors"]] == [("query", field)]
 
     @pytest.mark.parametrize(("role", "status"), [("admin", 200), ("taker", 403), ("ops", 403)])
     async def test_only_admins_and_supervisors_read_the_audit(
@@ -289,7 +289,7 @@ class TestAuditApi:
         async with TestClient(TestServer(app)) as client:
             resp = await client.get("/api/audit", headers=auth("admin"))
             assert resp.status == 503
-            message = (await resp.json())["error"]
+            message = (await resp.json())["detail"]
         assert "PostgreSQL cannot be reached" in message
         assert "still audited" in message
 

@@ -171,13 +171,13 @@ async def centre(fresh_migrated_dsn: str, tmp_path: Path) -> AsyncIterator[Centr
 # Two are refused by the conference core (the dispatcher has not answered yet):
 # a refusal must be audited as much as an acceptance.
 ROUTES: list[tuple[str, str, str, str, Any, str, str, int]] = [
-    ("POST", "/api/takers/{taker_id}/{action}", "/api/takers/taker2/login", "taker", None,
+    ("POST", "/api/takers/{taker_id}/login", "/api/takers/taker2/login", "taker", None,
      "taker.login", "taker:taker2", 202),
-    ("POST", "/api/takers/{taker_id}/{action}", "/api/takers/taker2/pause", "supervisor",
+    ("POST", "/api/takers/{taker_id}/pause", "/api/takers/taker2/pause", "supervisor",
      {"reason": "lunch"}, "taker.pause", "taker:taker2", 202),
-    ("POST", "/api/takers/{taker_id}/{action}", "/api/takers/taker2/unpause", "admin", None,
+    ("POST", "/api/takers/{taker_id}/unpause", "/api/takers/taker2/unpause", "admin", None,
      "taker.unpause", "taker:taker2", 202),
-    ("POST", "/api/takers/{taker_id}/{action}", "/api/takers/taker2/logout", "supervisor", None,
+    ("POST", "/api/takers/{taker_id}/logout", "/api/takers/taker2/logout", "supervisor", None,
      "taker.logout", "taker:taker2", 202),
     ("PUT", "/api/queues", "/api/queues", "admin",
      {"queues": [{"name": "main", "ring_timeout_s": 9.0}]}, "queues.replace", "queues", 202),

@@ -15,7 +15,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from structlog.testing import capture_logs
 
 from siaga_pbx import audit, core
-from siaga_pbx.adapters.http import make_app, require
+from siaga_pbx.adapters import routes
+from siaga_pbx.adapters.http import make_app
 from siaga_pbx.adapters.metrics import Metrics
 from siaga_pbx.service import CallService, FeatureRequest
 
@@ -70,44 +71,41 @@ async def api() -> typing.AsyncIterator[tuple[Client, audit.MemorySink, CallServ
         audit_sink=sink,
     )
 
-    @audit.audited("test.explode", "thing:{name}")
-    @require("admin")
+    table = routes.RouteTable("test")
+
+    @table.post(
+        "/test/explode/{name}",
+        summary="A route with a bug",
+        roles=("admin",),
+        audited=("test.explode", "thing:{name}"),
+    )
     async def explode(request: web.Request) -> web.StreamResponse:
         raise RuntimeError("a bug")
 
     async def context(request: web.Request) -> web.StreamResponse:
         return web.json_response(structlog.contextvars.get_contextvars())
 
-    app.router.add_post("/test/explode/{name}", explode)
+    table.install(app)
     app.router.add_get("/test/context", context)
     async with TestClient(TestServer(app)) as client:
         yield client, sink, service
 
 
 class TestRequestIds:
-    async def test_every_response_carries_a_fresh_request_id(
+    async def test_the_row_carries_the_id_the_response_and_the_log_lines_carry(
         self, api: tuple[Client, audit.MemorySink, CallService]
     ) -> None:
-        """Each response, refusals and 404s included, has its own X-Request-Id."""
-        client, _, _ = api
-        ids = [
-            (await client.get("/api/state", headers=bearer("t-ops"))).headers["X-Request-Id"],
-            (await client.get("/api/state")).headers["X-Request-Id"],
-            (await client.get("/no/such/route")).headers["X-Request-Id"],
-        ]
-        assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)
-        assert len(set(ids)) == 3
-
-    async def test_a_client_cannot_choose_its_request_id(
-        self, api: tuple[Client, audit.MemorySink, CallService]
-    ) -> None:
-        """An X-Request-Id sent by the client is not taken: the audit's id is ours."""
+        """An audited request's row has the X-Request-ID of its response: a fresh one,
+        or the plain one the client sent (to follow a request through a proxy)."""
         client, sink, _ = api
-        headers = {**bearer("t-admin"), "X-Request-Id": "forged"}
-        resp = await client.post("/api/takers/taker1/login", headers=headers)
-        assert resp.status == 202
-        assert resp.headers["X-Request-Id"] != "forged"
-        assert sink.entries[-1].request_id == resp.headers["X-Request-Id"]
+        fresh = await client.post("/api/takers/taker1/login", headers=bearer("t-admin"))
+        sent = await client.post(
+            "/api/takers/taker1/logout", headers={**bearer("t-admin"), "X-Request-ID": "desk-7.1"}
+        )
+        assert (fresh.status, sent.status) == (202, 202)
+        assert re.fullmatch(r"[0-9a-f]{32}", fresh.headers["X-Request-ID"])
+        assert sent.headers["X-Request-ID"] == "desk-7.1"
+        assert [e.request_id for e in sink.entries] == [fresh.headers["X-Request-ID"], "desk-7.1"]
 
     async def test_the_request_id_is_bound_for_the_requests_log_lines(
         self, api: tuple[Client, audit.MemorySink, CallService]
@@ -116,7 +114,7 @@ class TestRequestIds:
         line of the request carries it), and it is gone afterwards."""
         client, _, _ = api
         resp = await client.get("/test/context")
-        assert (await resp.json())["request_id"] == resp.headers["X-Request-Id"]
+        assert (await resp.json())["request_id"] == resp.headers["X-Request-ID"]
         assert "request_id" not in structlog.contextvars.get_contextvars()
 
 
@@ -150,23 +148,24 @@ class TestAuditedRoutes:
         assert resp.status == 409
         (row,) = sink.entries
         assert (row.action, row.outcome, row.status) == ("taker.pause", "refused", 409)
-        assert row.reason == (await resp.json())["error"]
+        assert row.reason == (await resp.json())["detail"]
         assert "offline" in row.reason
 
     async def test_invalid_input_is_audited_as_refused_with_the_fields(
         self, api: tuple[Client, audit.MemorySink, CallService]
     ) -> None:
-        """A queue list the core cannot take is refused: the reason names the field."""
+        """A queue list that fails validation is refused (422, before the handler runs):
+        the row's reason names the field."""
         client, sink, _ = api
         resp = await client.put(
             "/api/queues",
-            json={"queues": [{"name": "main", "ring_timeout_s": -3}]},
+            json={"queues": [{"name": "main", "ring_timeout_s": "soon"}]},
             headers=bearer("t-admin"),
         )
         assert resp.status == 422
         (row,) = sink.entries
         assert (row.action, row.target, row.outcome) == ("queues.replace", "queues", "refused")
-        assert "ring_timeout_s" in row.reason
+        assert "queues.0.ring_timeout_s: " in row.reason
         assert row.before is None and row.after is None  # nothing changed
 
     async def test_a_queue_change_keeps_before_and_after(
@@ -240,26 +239,26 @@ class TestReasons:
     @pytest.mark.parametrize(
         ("body", "reason"),
         [
-            ('{"error": "no call taker \'x\'"}', "no call taker 'x'"),
+            ('{"detail": "taker is offline"}', "taker is offline"),
             (
-                '{"error": "invalid request", "fields": {"reason": "bad"}}',
-                'invalid request {"reason": "bad"}',
+                '{"detail": "the request is not valid", "errors": [{"in": "body",'
+                ' "field": "reason", "message": "too long"}, {"in": "body", "field": "",'
+                ' "message": "a JSON body is required"}]}',
+                "the request is not valid; reason: too long; (body): a JSON body is required",
             ),
-            (
-                '{"type": "about:blank", "title": "Conflict", "detail": "taker is offline"}',
-                "taker is offline",
-            ),
-            (
-                '{"title": "Unprocessable", "errors": [{"loc": "a"}]}',
-                'Unprocessable [{"loc": "a"}]',
-            ),
+            ('{"title": "Conflict"}', "Conflict"),
+            ('{"error": "no call taker"}', "no call taker"),
             ("plain text", "plain text"),
-            ("", ""),
         ],
     )
-    def test_the_reason_is_read_from_either_error_shape(self, body: str, reason: str) -> None:
-        """Refusal reasons come from today's error body and from RFC 9457 problem details."""
-        assert audit._reason(body) == reason
+    def test_the_reason_is_what_the_problem_told_the_caller(self, body: str, reason: str) -> None:
+        """A returned refusal's reason is its detail and each field error."""
+        response = web.Response(text=body, status=409)
+        assert audit._reason(response) == reason
+
+    def test_an_accepted_answer_has_no_reason(self) -> None:
+        """2xx: nothing to explain."""
+        assert audit._reason(web.json_response({"detail": "x"}, status=202)) == ""
 
 
 class TestHandsetFeatureCodes:
@@ -320,3 +319,37 @@ class TestHandsetFeatureCodes:
         entry = audit.command_line("purge", "retention", after={"incidents_deleted": 2})
         assert entry.who == f"cli:{getpass.getuser()}"
         assert (entry.role, entry.action, entry.outcome) == ("cli", "purge", "accepted")
+
+
+class TestEveryRouteDeclaresItsAudit:
+    def test_every_state_changing_route_of_the_service_is_audited(self) -> None:
+        """Each POST/PUT/PATCH/DELETE route of the service's app declares its audit
+        action: a new state-changing route without ``audited=`` fails here."""
+        from siaga_pbx import conference as conf
+        from siaga_pbx.adapters.conference import add_conference_routes
+        from siaga_pbx.incidents import (
+            IncidentStore,
+            add_audit_routes,
+            add_callback_routes,
+            add_incident_routes,
+        )
+
+        service = CallService(distributor=core.Distributor(CENTRE), telephony=Handset())
+        app = make_app(
+            distributor=service.distributor,
+            submit=service.submit,
+            metrics_=Metrics(),
+            tokens=TOKENS,
+            health=dict,
+        )
+        store = IncidentStore("postgresql://127.0.0.1:1/none")
+        add_incident_routes(app, store, TOKENS)
+        add_audit_routes(app, store)
+        add_callback_routes(
+            app, store=store, submit=service.submit, holds=service.distributor.holds_callback
+        )
+        add_conference_routes(app, conf.Conferences(conf.AgencyDirectory(())), service.submit)
+        changing = [r for r in app[routes.ROUTES] if r.method != "GET"]
+        assert len(changing) >= 14
+        assert [f"{r.method} {r.path}" for r in changing if r.audited is None] == []
+        assert all(r.audited is None for r in app[routes.ROUTES] if r.method == "GET")
