@@ -125,9 +125,14 @@ def note(
     before: Any = None,
     after: Any = None,
     target: str | None = None,
+    action: str | None = None,
 ) -> None:
-    """What the route knows and the audit row should say (kept for ``audited``)."""
+    """What the route knows and the audit row should say (kept for ``audited``):
+    the state before and after, and the exact target or action when the
+    declaration could only name them roughly (a created item's name)."""
     noted: dict[str, Any] = request.get(_NOTE, {})
+    if action is not None:
+        noted["action"] = action
     if before is not None:
         noted["before"] = before
     if after is not None:
@@ -233,7 +238,7 @@ async def _settle(request: web.Request, action: str, target: str, status: int, r
     outcome: Outcome = "accepted" if status < 400 else "refused" if status < 500 else "failed"
     await record(
         request,
-        _fill(action, request),
+        noted.get("action", _fill(action, request)),
         noted.get("target", _fill(target, request)),
         before=noted.get("before"),
         after=noted.get("after"),
@@ -268,6 +273,41 @@ def _problem_reason(detail: str, errors: list[Any]) -> str:
         if isinstance(e, dict)
     ]
     return "; ".join([detail, *fields] if detail else fields)[:_REASON_MAX]
+
+
+async def note_change(
+    request: web.Request, action: str, target: str, before: Any, after: Any
+) -> None:
+    """The centre configuration's audit seam (``centre.AUDIT``): a change it
+    made, noted for the route's ``audited`` row (which writes it once)."""
+    note(request, action=action, target=target, before=before, after=after)
+
+
+def sign_in(
+    outcome: str,
+    username: str,
+    *,
+    source: str,
+    at: float,
+    user_id: str = "",
+    reason: str = "",
+) -> AuditEntry:
+    """The audit entry of a sign-in, a failed one, a lock-out, or a sign-out
+    (``people``' ``on_sign_in`` hook). The person named is the one who tried."""
+    accepted = outcome in ("signed_in", "signed_out")
+    return AuditEntry(
+        at=at,
+        who=username or "(no username)",
+        role="",
+        action=f"session.{outcome}"[:128],
+        target=f"user:{username}",
+        outcome="accepted" if accepted else "refused",
+        reason="" if accepted else (reason or outcome)[:_REASON_MAX],
+        user_id=user_id,
+        username=username if accepted else "",
+        source=source,
+        request_id=uuid.uuid4().hex,
+    )
 
 
 def handset_feature(taker_id: str, action: str, ok: bool, reason: str = "") -> AuditEntry:

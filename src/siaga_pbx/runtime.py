@@ -36,6 +36,7 @@ from .adapters.incidents import IncidentJournal
 from .adapters.metrics import Metrics
 from .adapters.people_api import add_people_routes
 from .adapters.telephony import AriTelephony
+from .centre import AUDIT as CENTRE_AUDIT
 from .centre import CentreKeeper, LocalCopy, PgConfigStore, add_centre_routes, seed_of
 from .config import Settings
 from .incidents import (
@@ -49,7 +50,7 @@ from .incidents import (
     add_callback_routes,
     add_incident_routes,
 )
-from .people import People
+from .people import People, SignInEvent
 from .service import CallService, Resync, incident_id_for, resynchronise
 
 log = structlog.get_logger(__name__)
@@ -144,8 +145,25 @@ class Runtime:
                 },
             )
             store = IncidentStore(s.database_dsn)
+
+            def on_sign_in(event: SignInEvent) -> None:  # People logs it; this audits it
+                audit_sink.post(
+                    audit.sign_in(
+                        event.outcome,
+                        event.username,
+                        source=event.source,
+                        at=event.at,
+                        user_id=event.user_id,
+                        reason=event.reason,
+                    )
+                )
+
             people = People(
-                s.people, dsn=s.database_dsn, state_path=s.people_path, profile=s.profile
+                s.people,
+                dsn=s.database_dsn,
+                state_path=s.people_path,
+                profile=s.profile,
+                on_sign_in=on_sign_in,
             )
             await people.open()
             app = build_app(
@@ -375,6 +393,7 @@ def build_app(
     add_callback_routes(app, store=incidents, submit=submit, holds=distributor.holds_callback)
     add_conference_routes(app, conferences, submit)
     add_centre_routes(app, centre)
+    app[CENTRE_AUDIT] = audit.note_change  # each change lands in its route's audit row
     add_people_routes(app, people)
     return app
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -23,10 +24,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from harness.pgserver import PrivatePostgres
-from siaga_pbx import conference, core
+from siaga_pbx import conference, config, core
 from siaga_pbx.adapters.conference import add_conference_routes
 from siaga_pbx.adapters.http import make_app
 from siaga_pbx.adapters.metrics import Metrics
+from siaga_pbx.centre import CentreKeeper, LocalCopy, PgConfigStore, seed_of
 from siaga_pbx.incidents import (
     IncidentRecorder,
     IncidentStore,
@@ -38,6 +40,8 @@ from siaga_pbx.incidents import (
     add_incident_routes,
     migrate,
 )
+from siaga_pbx.people import People, PeopleSettings
+from siaga_pbx.runtime import build_app
 from siaga_pbx.service import CallService
 
 from ._support import drain, fetch
@@ -171,7 +175,7 @@ async def centre(fresh_migrated_dsn: str, tmp_path: Path) -> AsyncIterator[Centr
 # Two are refused by the conference core (the dispatcher has not answered yet):
 # a refusal must be audited as much as an acceptance.
 ROUTES: list[tuple[str, str, str, str, Any, str, str, int]] = [
-    ("POST", "/api/takers/{taker_id}/login", "/api/takers/taker2/login", "taker", None,
+    ("POST", "/api/takers/{taker_id}/login", "/api/takers/taker2/login", "admin", None,
      "taker.login", "taker:taker2", 202),
     ("POST", "/api/takers/{taker_id}/pause", "/api/takers/taker2/pause", "supervisor",
      {"reason": "lunch"}, "taker.pause", "taker:taker2", 202),
@@ -179,8 +183,6 @@ ROUTES: list[tuple[str, str, str, str, Any, str, str, int]] = [
      "taker.unpause", "taker:taker2", 202),
     ("POST", "/api/takers/{taker_id}/logout", "/api/takers/taker2/logout", "supervisor", None,
      "taker.logout", "taker:taker2", 202),
-    ("PUT", "/api/queues", "/api/queues", "admin",
-     {"queues": [{"name": "main", "ring_timeout_s": 9.0}]}, "queues.replace", "queues", 202),
     ("POST", "/api/calls/{call_id}/dispatchers", "/api/calls/c1/dispatchers", "taker",
      {"agency": "damkar"}, "call.add_dispatcher", "call:c1", 202),
     ("POST", "/api/calls/{call_id}/dispatchers/mass-incident",
@@ -249,17 +251,14 @@ class TestEveryActionIsAudited:
     async def test_what_a_row_says_about_the_change(
         self, centre: Centre, fresh_migrated_dsn: str
     ) -> None:
-        """A queue change keeps before and after; an incident edit names the fields
+        """An incident edit names the fields
         but not their values (personal data); a callback keeps its resolution, not
         its note; a dispatcher added names the agency."""
-        await centre.send("PUT", "/api/queues", "admin", ROUTES[4][4])
-        await centre.send("PATCH", f"/api/incidents/{centre.incident}", "taker", ROUTES[12][4])
-        await centre.send("POST", "/api/callbacks/seeded-cb/resolve", "taker", ROUTES[13][4])
+        await centre.send("PATCH", f"/api/incidents/{centre.incident}", "taker", ROUTES[11][4])
+        await centre.send("POST", "/api/callbacks/seeded-cb/resolve", "taker", ROUTES[12][4])
         await centre.send("POST", "/api/calls/c1/dispatchers", "taker", {"agency": "damkar"})
         await drain(centre.outbox, fresh_migrated_dsn)
-        queues, incident, callback, dispatcher = await audit_rows(fresh_migrated_dsn)
-        assert '"ring_timeout_s": 5.0' in queues["before"]
-        assert '"ring_timeout_s": 9.0' in queues["after"]
+        incident, callback, dispatcher = await audit_rows(fresh_migrated_dsn)
         assert incident["after"] == '{"fields": ["category", "notes"]}'
         assert "smoke" not in (incident["after"] + str(incident["before"]))
         assert callback["after"] == '{"resolution": "called_back"}'
@@ -321,3 +320,63 @@ class TestPostgresDown:
         assert rows[1]["reason"] == "incident database unavailable"
         assert all(abs(r["at"].timestamp() - taken_at) < 5 for r in rows)
         assert all(r["recorded_at"].timestamp() > r["at"].timestamp() for r in rows)
+
+
+class TestConfigurationChanges:
+    async def test_a_queue_change_through_the_served_app_keeps_before_and_after(
+        self, fresh_migrated_dsn: str, tmp_path: Path
+    ) -> None:
+        """On the app the runtime serves (``build_app``), with the configuration in real
+        PostgreSQL: a PATCH of one queue is one row with the queue before and after
+        (versions included); a stale version is a refused row, and nothing changed."""
+        seed = seed_of(config.load())
+        keeper = CentreKeeper(PgConfigStore(fresh_migrated_dsn, seed), LocalCopy(tmp_path), seed)
+        record = await keeper.start()
+        async with Outbox(tmp_path / "o.db") as outbox:
+            app = build_app(
+                distributor=core.Distributor(record.centre()),
+                conferences=conference.Conferences(AGENCIES),
+                submit=lambda _: None,
+                metrics=Metrics(),
+                tokens=TOKENS,
+                health=dict,
+                incidents=IncidentStore(fresh_migrated_dsn),
+                centre=keeper,
+                people=People(
+                    PeopleSettings(),
+                    dsn=fresh_migrated_dsn,
+                    state_path=tmp_path / "people.sqlite3",
+                    profile="lab",
+                ),
+                audit_sink=OutboxAuditSink(outbox),
+            )
+            admin = {"Authorization": "Bearer tok-admin"}
+            async with TestClient(TestServer(app)) as client:
+                queue = await (await client.get("/api/queues/main", headers=admin)).json()
+                body = {"version": queue["version"], "ring_timeout_s": 9.0}
+                ok = await client.patch("/api/queues/main", json=body, headers=admin)
+                stale = await client.patch("/api/queues/main", json=body, headers=admin)
+                assert (ok.status, stale.status) == (200, 409)
+            assert await drain(outbox, fresh_migrated_dsn) == 2
+        changed, refused = await audit_rows(fresh_migrated_dsn)
+        assert (changed["who"], changed["action"], changed["target"], changed["outcome"]) == (
+            who("admin"),
+            "queue.update",
+            "queue:main",
+            "accepted",
+        )
+        before, after = json.loads(changed["before"]), json.loads(changed["after"])
+        assert (before["ring_timeout_s"], after["ring_timeout_s"]) == (
+            queue["ring_timeout_s"],
+            9.0,
+        )
+        assert after["version"] == before["version"] + 1
+        assert {k: v for k, v in after.items() if k not in ("ring_timeout_s", "version")} == {
+            k: v for k, v in before.items() if k not in ("ring_timeout_s", "version")
+        }
+        assert (refused["action"], refused["outcome"], refused["status"]) == (
+            "queue.update",
+            "refused",
+            409,
+        )
+        assert refused["before"] is None and refused["after"] is None

@@ -329,6 +329,7 @@ def _known_user(request: web.Request) -> User:
     response=UserOut,
     status=201,
     problems=(409, 503),
+    audited=("user.create", "users"),
 )
 async def create_user(request: web.Request) -> web.StreamResponse:
     body = routes.body(request, UserCreate)
@@ -353,6 +354,7 @@ async def create_user(request: web.Request) -> web.StreamResponse:
     body=UserPatch,
     response=UserOut,
     problems=(404, 409, 503),
+    audited=("user.update", "user:{username}"),
 )
 async def patch_user(request: web.Request) -> web.StreamResponse:
     body = routes.body(request, UserPatch)
@@ -370,6 +372,7 @@ async def patch_user(request: web.Request) -> web.StreamResponse:
     path_params=UsernamePath,
     response=UserOut,
     problems=(404, 409, 503),
+    audited=("user.disable", "user:{username}"),
 )
 async def disable_user(request: web.Request) -> web.StreamResponse:
     user = _known_user(request)
@@ -439,6 +442,7 @@ def _token_json(people: People, t: ApiToken) -> dict[str, Any]:
     response=TokenCreated,
     status=201,
     problems=(404, 503),
+    audited=("token.create", "tokens"),
 )
 async def create_token(request: web.Request) -> web.StreamResponse:
     caller = routes.caller(request)
@@ -475,6 +479,7 @@ async def create_token(request: web.Request) -> web.StreamResponse:
     path_params=TokenPath,
     status=204,
     problems=(404, 503),
+    audited=("token.revoke", "token:{token_id}"),
 )
 async def revoke_token(request: web.Request) -> web.StreamResponse:
     caller = routes.caller(request)

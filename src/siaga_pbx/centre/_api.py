@@ -282,6 +282,7 @@ async def list_queues(request: web.Request) -> web.StreamResponse:
     body=QueuesBody,
     response=QueueList,
     **_CREATE,
+    audited=("queues.replace", "queues"),
 )
 async def put_queues(request: web.Request) -> web.StreamResponse:
     body = routes.body(request, QueuesBody)
@@ -307,6 +308,7 @@ async def put_queues(request: web.Request) -> web.StreamResponse:
     response=QueueItem,
     status=201,
     **_CREATE,
+    audited=("queue.create", "queues"),
 )
 async def create_queue(request: web.Request) -> web.StreamResponse:
     item = QueueItem.model_validate(routes.body(request, QueueSettings).model_dump())
@@ -336,6 +338,7 @@ async def get_queue(request: web.Request) -> web.StreamResponse:
     body=QueuePatch,
     response=QueueItem,
     **_WRITE,
+    audited=("queue.update", "queue:{name}"),
 )
 async def patch_queue(request: web.Request) -> web.StreamResponse:
     name = request.match_info["name"]
@@ -356,6 +359,7 @@ async def patch_queue(request: web.Request) -> web.StreamResponse:
     query=VersionQuery,
     response=Deleted,
     **_WRITE,
+    audited=("queue.delete", "queue:{name}"),
 )
 async def delete_queue(request: web.Request) -> web.StreamResponse:
     name = request.match_info["name"]
@@ -418,6 +422,7 @@ async def get_number(request: web.Request) -> web.StreamResponse:
     response=PriorityNumberItem,
     status=201,
     **_WRITE,
+    audited=("priority_number.create", "priority_number:{name}"),
 )
 async def create_number(request: web.Request) -> web.StreamResponse:
     name = request.match_info["name"]
@@ -443,6 +448,7 @@ async def create_number(request: web.Request) -> web.StreamResponse:
     body=PriorityNumberPatch,
     response=PriorityNumberItem,
     **_WRITE,
+    audited=("priority_number.update", "priority_number:{name}/{number}"),
 )
 async def patch_number(request: web.Request) -> web.StreamResponse:
     name, number = request.match_info["name"], request.match_info["number"]
@@ -475,6 +481,7 @@ async def patch_number(request: web.Request) -> web.StreamResponse:
     query=VersionQuery,
     response=Deleted,
     **_WRITE,
+    audited=("priority_number.delete", "priority_number:{name}/{number}"),
 )
 async def delete_number(request: web.Request) -> web.StreamResponse:
     name, number = request.match_info["name"], request.match_info["number"]
@@ -522,6 +529,7 @@ async def get_taker(request: web.Request) -> web.StreamResponse:
     response=TakerItem,
     status=201,
     **_CREATE,
+    audited=("taker.create", "takers"),
 )
 async def create_taker(request: web.Request) -> web.StreamResponse:
     item = TakerItem.model_validate(routes.body(request, TakerSettings).model_dump())
@@ -542,6 +550,7 @@ async def create_taker(request: web.Request) -> web.StreamResponse:
     body=TakerPatch,
     response=TakerItem,
     **_WRITE,
+    audited=("taker.update", "taker:{taker_id}"),
 )
 async def patch_taker(request: web.Request) -> web.StreamResponse:
     taker_id = request.match_info["taker_id"]
@@ -567,6 +576,7 @@ def _taker_status(request: web.Request, taker_id: str) -> str:
     query=VersionQuery,
     response=Deleted,
     **_WRITE,
+    audited=("taker.delete", "taker:{taker_id}"),
 )
 async def delete_taker(request: web.Request) -> web.StreamResponse:
     """A taker on a call stays on it: the core logs them out and forgets them
@@ -630,6 +640,7 @@ async def get_agency(request: web.Request) -> web.StreamResponse:
     response=AgencyItem,
     status=201,
     **_CREATE,
+    audited=("agency.create", "agencies"),
 )
 async def create_agency(request: web.Request) -> web.StreamResponse:
     _refuse_fixed_agencies(request)
@@ -651,6 +662,7 @@ async def create_agency(request: web.Request) -> web.StreamResponse:
     body=AgencyPatch,
     response=AgencyItem,
     **_WRITE,
+    audited=("agency.update", "agency:{code}"),
 )
 async def patch_agency(request: web.Request) -> web.StreamResponse:
     _refuse_fixed_agencies(request)
@@ -672,6 +684,7 @@ async def patch_agency(request: web.Request) -> web.StreamResponse:
     query=VersionQuery,
     response=Deleted,
     **_WRITE,
+    audited=("agency.delete", "agency:{code}"),
 )
 async def delete_agency(request: web.Request) -> web.StreamResponse:
     """Calls with this agency's dispatchers on them keep them (``DirectoryChanged``)."""

@@ -14,7 +14,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from structlog.testing import capture_logs
 
-from siaga_pbx import audit, core
+from siaga_pbx import audit, centre, core
 from siaga_pbx.adapters import routes
 from siaga_pbx.adapters.http import make_app
 from siaga_pbx.adapters.metrics import Metrics
@@ -82,11 +82,25 @@ async def api() -> typing.AsyncIterator[tuple[Client, audit.MemorySink, CallServ
     async def explode(request: web.Request) -> web.StreamResponse:
         raise RuntimeError("a bug")
 
+    @table.post(
+        "/test/change",
+        summary="A configuration change, as the centre's routes make one",
+        roles=("admin",),
+        status=201,
+        audited=("queue.create", "queues"),
+    )
+    async def change(request: web.Request) -> web.StreamResponse:
+        await centre.audit_change(
+            request, "queue.create", "queue:backup", None, {"name": "backup", "version": 1}
+        )
+        return web.json_response({}, status=201)
+
     async def context(request: web.Request) -> web.StreamResponse:
         return web.json_response(structlog.contextvars.get_contextvars())
 
     table.install(app)
     app.router.add_get("/test/context", context)
+    app[centre.AUDIT] = audit.note_change
     async with TestClient(TestServer(app)) as client:
         yield client, sink, service
 
@@ -144,7 +158,7 @@ class TestAuditedRoutes:
     ) -> None:
         """Pausing a logged-out taker is refused (409): the row says so, with the core's words."""
         client, sink, _ = api
-        resp = await client.post("/api/takers/taker1/pause", json={}, headers=bearer("t-taker"))
+        resp = await client.post("/api/takers/taker1/pause", json={}, headers=bearer("t-admin"))
         assert resp.status == 409
         (row,) = sink.entries
         assert (row.action, row.outcome, row.status) == ("taker.pause", "refused", 409)
@@ -154,36 +168,46 @@ class TestAuditedRoutes:
     async def test_invalid_input_is_audited_as_refused_with_the_fields(
         self, api: tuple[Client, audit.MemorySink, CallService]
     ) -> None:
-        """A queue list that fails validation is refused (422, before the handler runs):
+        """A body that fails validation is refused (422, before the handler runs):
         the row's reason names the field."""
         client, sink, _ = api
-        resp = await client.put(
-            "/api/queues",
-            json={"queues": [{"name": "main", "ring_timeout_s": "soon"}]},
-            headers=bearer("t-admin"),
+        resp = await client.post(
+            "/api/takers/taker2/pause", json={"reason": "x\n" * 40}, headers=bearer("t-sup")
         )
         assert resp.status == 422
         (row,) = sink.entries
-        assert (row.action, row.target, row.outcome) == ("queues.replace", "queues", "refused")
-        assert "queues.0.ring_timeout_s: " in row.reason
-        assert row.before is None and row.after is None  # nothing changed
+        assert (row.action, row.target, row.outcome) == ("taker.pause", "taker:taker2", "refused")
+        assert "reason: " in row.reason
 
-    async def test_a_queue_change_keeps_before_and_after(
+    async def test_a_taker_acting_on_another_taker_is_audited_as_refused(
         self, api: tuple[Client, audit.MemorySink, CallService]
     ) -> None:
-        """PUT /api/queues is audited with the queue list in force before and the new one."""
+        """A taker's token trying to log out taker2 is refused by the rules by person,
+        and the attempt is in the audit, naming who tried."""
         client, sink, _ = api
-        queues = (await (await client.get("/api/queues", headers=bearer("t-admin"))).json())[
-            "queues"
-        ]
-        changed = [{**queues[0], "ring_timeout_s": 9.0}]
-        resp = await client.put("/api/queues", json={"queues": changed}, headers=bearer("t-admin"))
-        assert resp.status == 202
-        (row,) = sink.entries  # the GET is not an action
-        assert row.before == queues
-        assert row.after == (await resp.json())["queues"]
-        assert row.after[0]["ring_timeout_s"] == 9.0
-        assert row.before[0]["ring_timeout_s"] == 5.0
+        resp = await client.post("/api/takers/taker2/logout", headers=bearer("t-taker"))
+        assert resp.status == 403
+        (row,) = sink.entries
+        assert (row.role, row.action, row.target, row.outcome, row.status) == (
+            "taker",
+            "taker.logout",
+            "taker:taker2",
+            "refused",
+            403,
+        )
+        assert "own state" in row.reason
+
+    async def test_a_configuration_change_lands_in_its_routes_row(
+        self, api: tuple[Client, audit.MemorySink, CallService]
+    ) -> None:
+        """The centre's audit seam (``centre.audit_change`` -> ``audit.note_change``) puts
+        the exact action, target, before and after into the one row of the route."""
+        client, sink, _ = api
+        resp = await client.post("/test/change", headers=bearer("t-admin"))
+        assert resp.status == 201
+        (row,) = sink.entries
+        assert (row.action, row.target, row.outcome) == ("queue.create", "queue:backup", "accepted")
+        assert (row.before, row.after) == (None, {"name": "backup", "version": 1})
 
     async def test_an_exception_is_audited_as_failed(
         self, api: tuple[Client, audit.MemorySink, CallService]
@@ -323,33 +347,34 @@ class TestHandsetFeatureCodes:
 
 class TestEveryRouteDeclaresItsAudit:
     def test_every_state_changing_route_of_the_service_is_audited(self) -> None:
-        """Each POST/PUT/PATCH/DELETE route of the service's app declares its audit
-        action: a new state-changing route without ``audited=`` fails here."""
-        from siaga_pbx import conference as conf
-        from siaga_pbx.adapters.conference import add_conference_routes
-        from siaga_pbx.incidents import (
-            IncidentStore,
-            add_audit_routes,
-            add_callback_routes,
-            add_incident_routes,
-        )
+        """Each POST/PUT/PATCH/DELETE route of the app the runtime serves declares its
+        audit action: a new state-changing route without ``audited=`` fails here.
+        Sign-in and sign-out are audited by the people's ``on_sign_in`` hook instead
+        (a sign-in has no caller yet)."""
+        from test_openapi import real_app
 
-        service = CallService(distributor=core.Distributor(CENTRE), telephony=Handset())
-        app = make_app(
-            distributor=service.distributor,
-            submit=service.submit,
-            metrics_=Metrics(),
-            tokens=TOKENS,
-            health=dict,
-        )
-        store = IncidentStore("postgresql://127.0.0.1:1/none")
-        add_incident_routes(app, store, TOKENS)
-        add_audit_routes(app, store)
-        add_callback_routes(
-            app, store=store, submit=service.submit, holds=service.distributor.holds_callback
-        )
-        add_conference_routes(app, conf.Conferences(conf.AgencyDirectory(())), service.submit)
+        app = real_app()
         changing = [r for r in app[routes.ROUTES] if r.method != "GET"]
-        assert len(changing) >= 14
-        assert [f"{r.method} {r.path}" for r in changing if r.audited is None] == []
+        assert len(changing) >= 30
+        missing = [f"{r.method} {r.path}" for r in changing if r.audited is None]
+        assert missing == ["POST /api/session", "DELETE /api/session"]
         assert all(r.audited is None for r in app[routes.ROUTES] if r.method == "GET")
+
+    def test_a_sign_in_entry_names_who_tried(self) -> None:
+        """A failed sign-in is a refused row naming the username tried, never a
+        signed-in user; a success names the user."""
+        failed = audit.sign_in("failed", "sari", source="10.0.0.9", at=1000.0, reason="bad")
+        assert (failed.who, failed.username, failed.action, failed.outcome, failed.reason) == (
+            "sari",
+            "",
+            "session.failed",
+            "refused",
+            "bad",
+        )
+        ok = audit.sign_in("signed_in", "sari", source="10.0.0.9", at=1000.0, user_id="u-1")
+        assert (ok.username, ok.user_id, ok.outcome, ok.target) == (
+            "sari",
+            "u-1",
+            "accepted",
+            "user:sari",
+        )
