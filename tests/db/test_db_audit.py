@@ -300,6 +300,9 @@ class TestPurgeCommand:
     ) -> None:
         """``siaga-pbx purge`` leaves one row: cli:<os user>, with its report; a dry
         run changes nothing and writes none."""
+        # The command configures logging for a process of its own (cached loggers);
+        # in the test process that would blind later tests' capture_logs.
+        monkeypatch.setattr("siaga_pbx.logs.configure", lambda *a, **k: None)
         monkeypatch.setenv("SIAGA_DATABASE_DSN", fresh_migrated_dsn)
         monkeypatch.delenv("SIAGA_CONFIG_FILE", raising=False)
         assert cli.main(["purge", "--dry-run"]) == 0
